@@ -1,0 +1,14 @@
+"""Command-line entry point: ``fgfem <subcommand>``; one module per subcommand."""
+
+from __future__ import annotations
+
+import sys
+
+from fgfem.cli import info as _info  # noqa: F401  (registers `fgfem info`)
+from fgfem.cli.app import app, run
+
+__all__ = ["app", "main", "run"]
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,72 @@
+"""The Typer application object and the error policy every subcommand shares.
+
+Subcommand modules import ``app`` from here and register themselves; the CLI only
+parses arguments and reports, all work happens in the library.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from fgfem.errors import FgfemError
+
+app = typer.Typer(
+    name="fgfem",
+    help="Fine-grained facial expression manipulation with relative Action Units.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback when something fails."),
+) -> None:
+    """fgfem: edit facial expressions in photos and videos with Action Units (AUs)."""
+
+
+def report_error(message: str) -> None:
+    """Print one readable error line on stderr."""
+    line = Text("error: ", style="bold red")
+    line.append(" ".join(str(message).split()))
+    err_console.print(line, soft_wrap=True)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI with ``argv`` and return the exit code instead of exiting."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="fgfem", standalone_mode=True)
+    except SystemExit as stop:
+        code = stop.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except FgfemError as problem:
+        if debug:
+            raise
+        report_error(str(problem))
+        return 1
+    except KeyboardInterrupt:
+        report_error("interrupted")
+        return 130
+    except MemoryError:
+        if debug:
+            raise
+        report_error("out of memory; try a smaller image, --batch or --size")
+        return 1
+    except Exception as problem:  # a bug: keep it to one line unless --debug
+        if debug:
+            raise
+        report_error(f"unexpected {type(problem).__name__}: {problem} (run with --debug for the traceback)")
+        return 2
+    return 0
