@@ -1,0 +1,5 @@
+"""``python -m fgfem`` runs the CLI."""
+
+from fgfem.cli import main
+
+main()
