@@ -21,3 +21,18 @@ def shared() -> Path:
 @pytest.fixture(scope="session")
 def samples(shared: Path) -> Path:
     return shared / "data" / "samples"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow (minutes each)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import os
+
+    if config.getoption("--runslow") or os.environ.get("FGFEM_SLOW") == "1":
+        return
+    skip_slow = pytest.mark.skip(reason="slow test: run with --runslow or FGFEM_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
