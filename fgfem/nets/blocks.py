@@ -1,0 +1,138 @@
+"""The building blocks of the generator and critic, each one small enough to read at a glance.
+
+Every convolution here is bias-free: in the generator an affine InstanceNorm follows
+and would cancel a bias, and the reference critic has none either. Padding is always
+``(kernel - 1) // 2``, which keeps the size for stride 1 and exactly halves (doubles,
+for the transposed 4x4) it for stride 2.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+Activation = Literal["relu", "lrelu", "none"]
+# The reference uses PyTorch's default LeakyReLU slope everywhere.
+LEAKY_SLOPE = 0.01
+
+
+def make_activation(kind: Activation) -> nn.Module:
+    if kind == "relu":
+        return nn.ReLU(inplace=True)
+    if kind == "lrelu":
+        return nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown activation {kind!r}")
+
+
+def tile_aus(aus: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Broadcast a B x C AU vector to a B x C x H x W map matching ``like``'s spatial size."""
+    return aus[:, :, None, None].expand(-1, -1, like.shape[2], like.shape[3])
+
+
+def concat_aus(features: torch.Tensor, aus: torch.Tensor) -> torch.Tensor:
+    """Append the AU condition as extra constant channels (how every conditioned layer sees it)."""
+    return torch.cat([features, tile_aus(aus.to(features.dtype), features)], dim=1)
+
+
+class ConvNormAct(nn.Module):
+    """Convolution (or 4x4 transposed convolution), optional affine InstanceNorm, activation."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        *,
+        stride: int = 1,
+        act: Activation = "relu",
+        norm: bool = True,
+        transpose: bool = False,
+    ) -> None:
+        super().__init__()
+        conv_type = nn.ConvTranspose2d if transpose else nn.Conv2d
+        self.conv = conv_type(in_ch, out_ch, kernel, stride=stride, padding=(kernel - 1) // 2, bias=False)
+        self.norm = nn.InstanceNorm2d(out_ch, affine=True) if norm else nn.Identity()
+        self.act = make_activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class DownBlock(ConvNormAct):
+    """Halve the resolution: strided conv + IN + LeakyReLU (encoder and critic steps)."""
+
+    def __init__(self, in_ch: int, out_ch: int, *, kernel: int = 4, norm: bool = True) -> None:
+        super().__init__(in_ch, out_ch, kernel, stride=2, act="lrelu", norm=norm)
+
+
+class UpBlock(ConvNormAct):
+    """Double the resolution: 4x4 stride-2 transposed conv + IN + activation.
+
+    The decoder uses ReLU; inside the skip units the reference uses LeakyReLU.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, *, act: Activation = "relu") -> None:
+        super().__init__(in_ch, out_ch, 4, stride=2, act=act, transpose=True)
+
+
+class FusionBlock(nn.Module):
+    """Exchange information between a high-res and a half-res feature map.
+
+    Each output keeps its input's width: half of it comes from its own scale
+    (3x3 conv), the other half from the other scale (strided conv down, or
+    transposed conv up).
+    """
+
+    def __init__(self, hr_dim: int, lr_dim: int) -> None:
+        super().__init__()
+        self.hr_to_hr = ConvNormAct(hr_dim, hr_dim // 2, 3)
+        self.lr_to_hr = UpBlock(lr_dim, hr_dim - hr_dim // 2, act="lrelu")
+        self.hr_to_lr = DownBlock(hr_dim, lr_dim // 2)
+        self.lr_to_lr = ConvNormAct(lr_dim, lr_dim - lr_dim // 2, 3)
+
+    def forward(self, hr: torch.Tensor, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        new_hr = torch.cat([self.hr_to_hr(hr), self.lr_to_hr(lr)], dim=1)
+        new_lr = torch.cat([self.hr_to_lr(hr), self.lr_to_lr(lr)], dim=1)
+        return new_hr, new_lr
+
+
+class MSFSkipUnit(nn.Module):
+    """Multi-Scale Fusion skip connection (Ling et al. 2020, Sec. 3.2).
+
+    Instead of passing encoder features straight to the decoder, the unit re-injects
+    the AU condition, lets the encoder features (``hr``) and the coarser output of
+    the previous unit (``lr``) exchange information, and emits ``out_dim`` channels
+    from two receptive fields (3x3 and 5x5) so that both local and wider edits of a
+    region reach the decoder.
+    """
+
+    def __init__(self, hr_dim: int, lr_dim: int, out_dim: int, num_aus: int) -> None:
+        super().__init__()
+        lift_dim = min(lr_dim, out_dim)
+        self.in_conv = ConvNormAct(hr_dim + num_aus, hr_dim, 5)
+        self.fusion = FusionBlock(hr_dim, lr_dim)
+        self.lift = UpBlock(lr_dim, lift_dim, act="lrelu")
+        self.out3 = ConvNormAct(hr_dim + lift_dim, out_dim // 2, 3)
+        self.out5 = ConvNormAct(hr_dim + lift_dim, out_dim - out_dim // 2, 5)
+
+    def forward(self, hr: torch.Tensor, lr: torch.Tensor, aus: torch.Tensor) -> torch.Tensor:
+        hr = self.in_conv(concat_aus(hr, aus))
+        hr, lr = self.fusion(hr, lr)
+        merged = torch.cat([hr, self.lift(lr)], dim=1)
+        return torch.cat([self.out3(merged), self.out5(merged)], dim=1)
+
+
+def init_normal(module: nn.Module, std: float = 0.02) -> None:
+    """DCGAN-style init used by the reference: conv weights ~ N(0, std), biases 0.
+
+    Affine InstanceNorm keeps PyTorch's (1, 0), as in the reference.
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
+            nn.init.normal_(layer.weight, 0.0, std)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)

@@ -1,0 +1,110 @@
+"""Network presets: one frozen dataclass that fully determines both networks' shapes.
+
+The config travels inside every weights file (``to_dict``/``from_dict``), so a file
+always says which networks it fits; nothing about the architecture is guessed later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from fgfem.aus import NUM_AUS
+from fgfem.errors import FgfemError
+
+# The critic halves the image six times and its AU head covers what is left in one
+# kernel, so a usable image side is a multiple of 2**6.
+SIZE_MULTIPLE = 64
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Shapes of the generator and critic.
+
+    ``conv_dim`` is the generator's base width (the paper's ``ngf``); its widths are
+    ``conv_dim * (1, 2, 4, 8)`` and a bottleneck of ``min(bottleneck_cap, 16 * conv_dim)``.
+    ``critic_dim`` is the critic's first width (``ndf``), doubled at each of its
+    ``critic_layers`` stride-2 convolutions.
+    """
+
+    name: str
+    conv_dim: int
+    critic_dim: int
+    image_size: int = 128
+    num_aus: int = NUM_AUS
+    critic_layers: int = 6
+    bottleneck_cap: int = 512
+
+    def __post_init__(self) -> None:
+        for field in ("conv_dim", "critic_dim", "image_size", "num_aus", "critic_layers", "bottleneck_cap"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise FgfemError(f"network config {self.name!r}: {field} must be a positive integer, "
+                                 f"got {value!r}")
+        if self.conv_dim % 2:
+            raise FgfemError(f"network config {self.name!r}: conv_dim must be even, got {self.conv_dim}")
+        multiple = max(2**self.critic_layers, 16)
+        if self.image_size % multiple:
+            raise FgfemError(f"image size {self.image_size} is not a multiple of {multiple} "
+                             f"(the networks halve it {self.critic_layers} times)")
+
+    @property
+    def bottleneck_dim(self) -> int:
+        """Channels at the 1/16 scale (512 in the paper)."""
+        return min(self.bottleneck_cap, 16 * self.conv_dim)
+
+    @property
+    def au_kernel(self) -> int:
+        """Spatial side left after the critic's trunk; the AU head reads it in one kernel."""
+        return self.image_size // 2**self.critic_layers
+
+    def with_image_size(self, image_size: int) -> NetConfig:
+        """The same networks for another crop size (only the critic's AU head changes)."""
+        return dataclasses.replace(self, image_size=image_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetConfig:
+        """Rebuild a config read from a file; unknown or missing fields are an error, not a guess."""
+        if not isinstance(data, dict):
+            raise FgfemError(f"network config must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FgfemError(
+                f"network config has unknown fields {unknown}; it was written by a newer fgfem: upgrade fgfem"
+            )
+        missing = [name for name in ("name", "conv_dim", "critic_dim") if name not in data]
+        if missing:
+            raise FgfemError(f"network config lacks the fields {missing}")
+        return cls(**data)
+
+
+PRESETS: dict[str, NetConfig] = {
+    # Ling et al. 2020 / junleen/Expression-manipulator: ngf = ndf = 64 at 128 px.
+    "paper": NetConfig(name="paper", conv_dim=64, critic_dim=64),
+    # Same topology, narrower: about 8x cheaper per training step on a CPU
+    # (measured with benchmarks/bench_nets_presets.py).
+    "lite": NetConfig(name="lite", conv_dim=24, critic_dim=32),
+}
+
+
+def get_preset(name: str, image_size: int | None = None) -> NetConfig:
+    """The preset called ``name``, optionally at another image size (a multiple of 64)."""
+    key = str(name).strip().lower()
+    if key not in PRESETS:
+        raise FgfemError(f"unknown network preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    cfg = PRESETS[key]
+    if image_size is None:
+        return cfg
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0:
+        raise FgfemError(f"image size must be a positive integer, got {image_size!r}")
+    if image_size % SIZE_MULTIPLE:
+        raise FgfemError(
+            f"image size {image_size} is not a multiple of {SIZE_MULTIPLE} (the networks halve it 6 times); "
+            f"try {max(SIZE_MULTIPLE, SIZE_MULTIPLE * round(image_size / SIZE_MULTIPLE))}"
+        )
+    return cfg.with_image_size(image_size)

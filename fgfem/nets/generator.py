@@ -1,0 +1,75 @@
+"""The U-Net generator with Multi-Scale Fusion skip units (Ling et al., ECCV 2020).
+
+``G(x, r)`` edits face crop ``x`` (B x 3 x H x W in [-1, 1]) by the relative AU vector
+``r`` (B x 17, already divided by ``AU_SCALE``). Widths at 128 px for the paper preset
+(conv_dim 64) are given next to each layer; any side that is a multiple of 16 works,
+fgfem uses multiples of 64 so that the critic fits too.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fgfem.errors import FgfemError
+from fgfem.nets.blocks import ConvNormAct, DownBlock, MSFSkipUnit, UpBlock, concat_aus, init_normal
+from fgfem.nets.config import NetConfig
+
+# Four stride-2 steps down to the bottleneck.
+GENERATOR_SIZE_MULTIPLE = 16
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: NetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c, b, n = cfg.conv_dim, cfg.bottleneck_dim, cfg.num_aus
+        # Encoder.
+        self.stem = ConvNormAct(3, c, 7, act="lrelu")  # 64 @ 128
+        self.down1 = DownBlock(c, 2 * c)  # 128 @ 64
+        self.down2 = DownBlock(2 * c, 4 * c)  # 256 @ 32
+        self.down3 = DownBlock(4 * c, 8 * c)  # 512 @ 16
+        self.down4 = DownBlock(8 * c, b)  # 512 @ 8
+        self.bottleneck = ConvNormAct(b + n, b, 3)  # 512 @ 8, sees the AUs
+        # Skip units, run coarse to fine: each fuses an encoder map with the previous unit's output.
+        self.skip3 = MSFSkipUnit(8 * c, b, 8 * c, n)  # 512 @ 16
+        self.skip2 = MSFSkipUnit(4 * c, 8 * c, 4 * c, n)  # 256 @ 32
+        self.skip1 = MSFSkipUnit(2 * c, 4 * c, 2 * c, n)  # 128 @ 64
+        # Decoder with U-Net concatenation of the skip units' outputs.
+        self.up4 = UpBlock(b, 8 * c)  # 512 @ 16
+        self.up3 = UpBlock(16 * c, 4 * c)  # 256 @ 32
+        self.up2 = UpBlock(8 * c, 2 * c)  # 128 @ 64
+        self.up1 = UpBlock(4 * c, c)  # 64 @ 128
+        self.to_rgb = nn.Conv2d(c, 3, 7, padding=3, bias=False)
+        init_normal(self)
+
+    def forward(self, x: torch.Tensor, rel_aus: torch.Tensor) -> torch.Tensor:
+        check_generator_inputs(x, rel_aus, self.cfg.num_aus)
+        d1 = self.down1(self.stem(x))
+        d2 = self.down2(d1)
+        d3 = self.down3(d2)
+        bottom = self.bottleneck(concat_aus(self.down4(d3), rel_aus))
+
+        s3 = self.skip3(d3, bottom, rel_aus)
+        s2 = self.skip2(d2, s3, rel_aus)
+        s1 = self.skip1(d1, s2, rel_aus)
+
+        y = self.up4(bottom)
+        y = self.up3(torch.cat([y, s3], dim=1))
+        y = self.up2(torch.cat([y, s2], dim=1))
+        y = self.up1(torch.cat([y, s1], dim=1))
+        return torch.tanh(self.to_rgb(y))
+
+
+def check_generator_inputs(x: torch.Tensor, rel_aus: torch.Tensor, num_aus: int) -> None:
+    """Fail with one clear line instead of a shape error deep inside a convolution."""
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise FgfemError(f"generator input must be B x 3 x H x W, got {tuple(x.shape)}")
+    height, width = x.shape[-2:]
+    if height % GENERATOR_SIZE_MULTIPLE or width % GENERATOR_SIZE_MULTIPLE:
+        raise FgfemError(f"generator input {height}x{width} px: both sides must be multiples of "
+                         f"{GENERATOR_SIZE_MULTIPLE}")
+    if rel_aus.shape != (x.shape[0], num_aus):
+        raise FgfemError(
+            f"relative AUs must be B x {num_aus} (batch {x.shape[0]}), got {tuple(rel_aus.shape)}"
+        )
