@@ -1,0 +1,190 @@
+"""Every training hyper-parameter, once, in one dataclass (DESIGN.md section 3).
+
+The defaults are the paper's (Ling et al. 2020, reference ``src/launch/train.sh``); the
+CLI passes only the flags a user actually gave (``from_cli``), so a resumed run keeps
+the settings it was started with unless told otherwise. The config is stored as JSON
+inside every checkpoint, which is what makes ``--resume`` need nothing but the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fgfem.errors import FgfemError
+from fgfem.nets import NetConfig, get_preset
+
+REGULARIZERS = ("wgan-gp", "r1")
+# Settings that may change when a run is resumed without changing what has been trained so far.
+RESUMABLE_OVERRIDES = frozenset(
+    {"max_steps", "epochs", "save_every", "keep_last", "preview_every", "log_every", "device", "num_workers"}
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run; see DESIGN.md section 3 for where each comes from."""
+
+    # Networks and data.
+    preset: str = "paper"
+    image_size: int = 128
+    conv_dim: int | None = None  # override the preset's generator width (small nets for tests and smoke runs)
+    critic_dim: int | None = None  # override the preset's critic width
+    batch: int = 16
+    limit: int | None = None  # use only the first N training faces (quick runs, tests)
+    holdout: str | None = None  # text file of aus.csv paths to keep out of training (used for previews)
+    num_workers: int = 0
+    # Optimisation: Adam(0.5, 0.999), lr 1e-4 for both nets, linear decay to 1e-5 over the last 20 of 50 epochs.
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    epochs: int = 50
+    decay_epochs: int = 20
+    final_lr: float = 1e-5
+    critic_steps: int = 4  # the generator trains on every critic_steps-th iteration
+    max_steps: int | None = None  # stop after this many iterations (critic steps), whatever the epochs say
+    # Loss weights.
+    lambda_d_cond: float = 150.0
+    lambda_gp: float = 10.0
+    lambda_g_cond: float = 150.0
+    lambda_idt: float = 30.0
+    lambda_cyc: float = 30.0
+    lambda_tv: float = 1e-5
+    # Critic regulariser: the paper's WGAN-GP on every step, or lazy R1 on real images (cheaper on a CPU).
+    regularizer: str = "wgan-gp"
+    r1_gamma: float = 10.0
+    r1_every: int = 16
+    # Relative-AU sampling and augmentation (AU jitters are on the networks' 0-1 scale, as in the reference).
+    target_jitter: float = 0.1
+    source_jitter: float = 0.02
+    hflip: bool = True
+    pad_crop: bool = True  # pad by image_size / 16 (black, as the reference) and crop at a random offset
+    # Bookkeeping.
+    seed: int = 0
+    save_every: int = 1000
+    keep_last: int = 3
+    preview_every: int = 500
+    log_every: int = 1
+    # Speed.
+    device: str = "auto"
+    bf16: bool | None = None  # None: bf16 autocast on CUDA only (on this CPU it measured slower)
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("image_size", "batch", "epochs", "critic_steps", "save_every", "keep_last", "preview_every",
+                    "log_every", "r1_every")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise FgfemError(f"training setting {name} must be a positive integer, got {value!r}")
+        for name in ("max_steps", "limit", "conv_dim", "critic_dim"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise FgfemError(f"training setting {name} must be a positive integer, got {value!r}")
+        if self.num_workers < 0 or self.decay_epochs < 0 or self.seed < 0:
+            raise FgfemError("--workers, decay_epochs and --seed must not be negative")
+        for name in ("lr_g", "lr_d", "final_lr"):
+            if not getattr(self, name) > 0:
+                raise FgfemError(f"learning rate {name} must be positive, got {getattr(self, name)!r}")
+        for field in dataclasses.fields(self):
+            if field.name.startswith("lambda_") or field.name in ("r1_gamma", "target_jitter", "source_jitter"):
+                value = getattr(self, field.name)
+                if not isinstance(value, (int, float)) or value < 0:
+                    raise FgfemError(f"training setting {field.name} must be a number >= 0, got {value!r}")
+        if self.regularizer not in REGULARIZERS:
+            raise FgfemError(f"unknown regulariser {self.regularizer!r}; choose one of: {', '.join(REGULARIZERS)}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise FgfemError(f"Adam betas must lie in [0, 1), got ({self.beta1}, {self.beta2})")
+
+    # --- derived values -------------------------------------------------------------------------------
+
+    def net_config(self) -> NetConfig:
+        """The networks this run trains: the preset at ``image_size``, with any width overrides."""
+        cfg = get_preset(self.preset, self.image_size)
+        widths = {k: v for k, v in (("conv_dim", self.conv_dim), ("critic_dim", self.critic_dim)) if v is not None}
+        if not widths:
+            return cfg
+        suffix = "-".join(f"{k.split('_')[0]}{v}" for k, v in widths.items())
+        return dataclasses.replace(cfg, name=f"{cfg.name}-{suffix}", **widths)
+
+    @property
+    def pad(self) -> int:
+        """Padding for the random-crop augmentation (the reference pads by image_size // 16)."""
+        return self.image_size // 16 if self.pad_crop else 0
+
+    def learning_rate(self, base: float, epoch: int) -> float:
+        """Learning rate in ``epoch`` (0-based) for a network whose initial rate is ``base``.
+
+        Constant, then linear down over the last ``decay_epochs`` epochs so that the last one
+        runs at ``final_lr`` (the reference's schedule), applied per epoch to both networks.
+        """
+        start = self.epochs - self.decay_epochs
+        if self.decay_epochs == 0 or epoch < start:
+            return base
+        progress = min(1.0, (epoch - start + 1) / self.decay_epochs)
+        return base + progress * (self.final_lr - base)
+
+    # --- (de)serialisation ----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        if not isinstance(data, dict):
+            raise FgfemError(f"training config must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FgfemError(f"training config has unknown settings {unknown}; written by a newer fgfem?")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as problem:
+            raise FgfemError(f"training config is not valid JSON: {problem}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_cli(cls, overrides: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+        """Defaults (or ``base``), with the options the user gave; ``None`` means "not given".
+
+        ``lr`` sets both learning rates; every other key is a field name.
+        """
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "lr" in given:
+            lr = given.pop("lr")
+            given.setdefault("lr_g", lr)
+            given.setdefault("lr_d", lr)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise FgfemError(f"unknown training settings {unknown}")
+        return dataclasses.replace(base or cls(), **given)
+
+    def with_resume_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
+        """The stored config of a resumed run plus the overrides that cannot change its past.
+
+        Changing e.g. the batch or a loss weight mid-run would make the result unreproducible,
+        so those are refused with a clear line instead of being silently ignored.
+        """
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "lr" in given:
+            lr = given.pop("lr")
+            given.update(lr_g=lr, lr_d=lr)
+        changed = sorted(k for k, v in given.items() if k not in RESUMABLE_OVERRIDES and getattr(self, k, v) != v)
+        if changed:
+            raise FgfemError(
+                f"--resume keeps the run's own settings; cannot change {', '.join(changed)} "
+                f"(only {', '.join(sorted(RESUMABLE_OVERRIDES))} may change)"
+            )
+        allowed = {k: v for k, v in given.items() if k in RESUMABLE_OVERRIDES}
+        return dataclasses.replace(self, **allowed)
