@@ -1,0 +1,73 @@
+"""Face detection + 68 landmarks behind one small interface; backends are chosen by name.
+
+>>> backend = get_backend("auto")          # fan where its weights exist, else dlib
+>>> faces = select_faces(backend.detect(rgb), "largest")
+
+``backend_status()`` says what is usable without loading any model (``fgfem info``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from fgfem.errors import FgfemError
+from fgfem.prep.faces.base import BackendStatus, Face, FaceBackend, box_iou
+
+BACKENDS = ("dlib", "fan")
+
+__all__ = ["BACKENDS", "BackendStatus", "Face", "FaceBackend", "backend_status", "box_iou", "get_backend",
+           "select_faces"]
+
+
+def backend_status() -> list[BackendStatus]:
+    """One status per backend, cheap (file checks only), in the order ``auto`` tries them."""
+    from fgfem.prep.faces import dlib_backend, fan_backend
+
+    return [fan_backend.status(), dlib_backend.status()]
+
+
+@functools.lru_cache(maxsize=8)
+def get_backend(name: str = "auto", *, device: str = "cpu") -> FaceBackend:
+    """A ready backend: ``dlib``, ``fan`` or ``auto`` (fan if its weights are on disk, else dlib).
+
+    Cached per (name, device): models load once per process, however many callers ask.
+    """
+    choice = (name or "auto").strip().lower()
+    if choice == "auto":
+        from fgfem.prep.faces import fan_backend
+
+        choice = "fan" if fan_backend.status().available else "dlib"
+    if choice == "dlib":
+        from fgfem.prep.faces.dlib_backend import DlibBackend
+
+        return DlibBackend()
+    if choice == "fan":
+        from fgfem.prep.faces.fan_backend import FanBackend
+
+        return FanBackend(device=str(device))
+    raise FgfemError(f"unknown face backend {name!r}; use auto, {', '.join(BACKENDS)}")
+
+
+def select_faces(faces: list[Face], which: str = "largest") -> list[Face]:
+    """The faces chosen by ``--face largest|all|N``.
+
+    ``N`` counts from 0, **left to right** by box centre: that is how a person points at
+    a face in a group photo, and unlike size order it does not change when two faces
+    are nearly the same size. ``all`` keeps the backend's order (largest first).
+    An empty input gives an empty list (the caller decides whether that is an error);
+    an ``N`` beyond the faces found is an FgfemError.
+    """
+    spec = str(which).strip().lower()
+    if spec == "all":
+        return list(faces)
+    if spec == "largest":
+        return sorted(faces, key=lambda f: f.size, reverse=True)[:1]
+    try:
+        index = int(spec)
+    except ValueError:
+        raise FgfemError(f"--face {which!r}: use largest, all, or a face number (0 = leftmost)") from None
+    if not faces:
+        return []
+    if not 0 <= index < len(faces):
+        raise FgfemError(f"--face {index}: only {len(faces)} face(s) found, numbered 0-{len(faces) - 1} left to right")
+    return [sorted(faces, key=lambda f: float(f.center[0]))[index]]
