@@ -205,14 +205,14 @@ def _limit_hint(limit: int) -> str:
 def _decode(im: Image.Image, path: Path, shown: str) -> LoadedImage:
     fmt = im.format or "UNKNOWN"
     n_frames = getattr(im, "n_frames", 1)
-    if n_frames > 1:
+    if n_frames > 1 and fmt != "MPO":  # MPO: camera JPEG whose extra frames are previews, not content
         warnings.warn(
             f"{shown} has {n_frames} frames; using the first one", MediaWarning, stacklevel=3
         )
+    original_mode = im.mode
+    im.load()  # some formats (PNG eXIf/iCCP after the pixels) fill ``info`` only now
     exif = im.info.get("exif")
     icc = im.info.get("icc_profile")
-    original_mode = im.mode
-    im.load()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # PIL warns on odd EXIF; the pixels are what matter
         upright = ImageOps.exif_transpose(im)
@@ -284,7 +284,7 @@ def _icc_colour_space(icc: bytes | None) -> bytes | None:
 def _format_for(out_path: Path, loaded: LoadedImage | None) -> str:
     suffix = out_path.suffix.lower()
     if not suffix and loaded is not None:
-        return loaded.format
+        return "JPEG" if loaded.format == "MPO" else loaded.format
     fmt = Image.registered_extensions().get(suffix)
     if fmt is None or suffix not in IMAGE_SUFFIXES or fmt not in Image.SAVE:
         raise FgfemError(

@@ -237,6 +237,18 @@ def test_animated_gif_gives_first_frame_with_warning(tmp_path: Path) -> None:
     assert loaded.rgb[3, 3].tolist() == [255, 0, 0]
 
 
+def test_camera_mpo_jpeg_loads_without_warning(tmp_path: Path) -> None:
+    photo, preview = Image.new("RGB", (16, 8), (200, 10, 10)), Image.new("RGB", (16, 8))
+    photo.save(tmp_path / "camera.jpg", format="MPO", save_all=True, append_images=[preview])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MediaWarning)
+        loaded = load_image(tmp_path / "camera.jpg")
+    assert loaded.format == "MPO" and np.abs(loaded.rgb[4, 8].astype(int) - [200, 10, 10]).max() < 8
+    out = save_image(loaded, loaded.rgb, tmp_path / "edited")  # no suffix: written as a plain JPEG
+    with Image.open(out) as written:
+        assert written.format == "JPEG"
+
+
 def test_decompression_bomb_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FGFEM_MAX_PIXELS", raising=False)
     with warnings.catch_warnings():

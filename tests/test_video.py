@@ -104,6 +104,16 @@ def test_variable_rate_phone_video(pyfeat: Path) -> None:
     assert info.frame_count / info.fps == pytest.approx(info.duration, abs=0.1)
 
 
+def test_rotated_phone_video_size_comes_from_decoded_frames(tmp_path: Path) -> None:
+    base = _clip(tmp_path / "base.mp4", seconds=0.4, audio_seconds=None)
+    rotated = tmp_path / "rotated.mp4"
+    _ffmpeg("-display_rotation:v:0", "90", "-i", str(base), "-c", "copy", str(rotated))
+    info = probe_video(rotated)
+    assert info.size == (120, 160)  # the header still says 160x120
+    frames = list(iter_frames(rotated))
+    assert len(frames) == info.frame_count == 10 and frames[0].shape == (160, 120, 3)
+
+
 def test_start_skips_exactly(pyfeat: Path) -> None:
     path = pyfeat / "single_face.mp4"
     frames = list(iter_frames(path))
