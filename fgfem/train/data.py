@@ -151,7 +151,7 @@ def _read_expression_manipulator(root: Path) -> list[FaceRecord]:
 
     entries = read_expression_manipulator_pkl(root / "aus_dataset.pkl")
     records = []
-    for key, aus in entries:
+    for key, aus in entries.items():
         path = root / key if (root / key).exists() else root / "imgs" / key
         records.append(FaceRecord(key=key, path=path, aus=_checked_aus(aus, f"aus_dataset.pkl entry {key}")))
     return records

@@ -66,7 +66,7 @@ def wrap(module: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
     if not info.enabled:
         return module
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+    return DistributedDataParallel(module, device_ids=ids)
 
 
 def unwrap(module: nn.Module) -> nn.Module:

@@ -57,6 +57,7 @@ class TrainResult:
     checkpoint: Path | None
     exported: Path | None
     history: list[dict[str, float]] = field(default_factory=list)  # this process's per-step log lines
+    rank: int = 0
 
 
 @dataclass
@@ -207,7 +208,8 @@ def _run(data_dir: Path, run_dir: Path, cfg: TrainConfig, choice: DeviceChoice, 
         exported = export_generator(run_dir, run_dir / EXPORT, force=True)
     distributed.barrier(dist_info)
     return TrainResult(run_dir=run_dir, step=step, images_seen=images_seen, interrupted=interrupted,
-                       checkpoint=last_checkpoint, exported=exported, history=history)
+                       checkpoint=last_checkpoint, exported=exported, history=history,
+                       rank=dist_info.rank)
 
 
 def build_nets(net_cfg: NetConfig, cfg: TrainConfig, device: torch.device, dist_info: distributed.DistInfo) -> Nets:

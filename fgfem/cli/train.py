@@ -1,0 +1,102 @@
+"""`fgfem train DATA --run RUN` and `fgfem export RUN`: thin commands over ``fgfem.train``.
+
+``export`` is its own command rather than ``train export``: a command group whose default
+action takes a positional DATA argument cannot tell ``export`` from a data folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from fgfem.cli.app import app, console, err_console
+
+_RESUME_HELP = "Continue the run in --run from its latest checkpoint, bit for bit (its own settings are kept)."
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help="Training set: `fgfem prep` output, GANimation or Expression-manipulator."),
+    run: Path = typer.Option(..., "--run", "--run-dir", "-r", help="Run folder: checkpoints, metrics, previews."),
+    preset: str | None = typer.Option(None, "--preset", help="Network preset: paper (default) or lite (CPU)."),
+    size: int | None = typer.Option(None, "--size", help="Image side in px, a multiple of 64 (default 128)."),
+    batch: int | None = typer.Option(None, "--batch", help="Images per step and process (default 16)."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate of both networks (default 1e-4)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs; the last 20 decay the lr to 1e-5 (default 50)."),
+    critic_steps: int | None = typer.Option(None, "--critic-steps", help="Train G every N-th step (default 4)."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after N steps whatever --epochs says."),
+    lambda_d_cond: float | None = typer.Option(None, "--lambda-d-cond", help="Critic AU regression (default 150)."),
+    lambda_gp: float | None = typer.Option(None, "--lambda-gp", help="Gradient penalty (default 10)."),
+    lambda_g_cond: float | None = typer.Option(None, "--lambda-g-cond", help="Generator AU condition (default 150)."),
+    lambda_idt: float | None = typer.Option(None, "--lambda-idt", help="Identity L1 |G(x,0)-x| (default 30)."),
+    lambda_cyc: float | None = typer.Option(None, "--lambda-cyc", help="Cycle L1 |G(G(x,r),-r)-x| (default 30)."),
+    lambda_tv: float | None = typer.Option(None, "--lambda-tv", help="Total variation (default 1e-5)."),
+    regularizer: str | None = typer.Option(None, "--regularizer", help="wgan-gp (paper) or r1 (lazy R1, cheaper)."),
+    conv_dim: int | None = typer.Option(None, "--conv-dim", help="Override the preset's generator width."),
+    critic_dim: int | None = typer.Option(None, "--critic-dim", help="Override the preset's critic width."),
+    limit: int | None = typer.Option(None, "--limit", help="Train on the first N faces only."),
+    holdout: Path | None = typer.Option(None, "--holdout", help="Text file of aus.csv paths kept out of training."),
+    save_every: int | None = typer.Option(None, "--save-every", help="Checkpoint every N steps (default 1000)."),
+    keep_last: int | None = typer.Option(None, "--keep-last", help="Checkpoints to keep (default 3)."),
+    preview_every: int | None = typer.Option(None, "--preview-every", help="Preview grid every N steps (default 500)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (default 0)."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps (default auto)."),
+    bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default on for CUDA only)."),
+    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC (default on)."),
+    workers: int | None = typer.Option(None, "--workers", help="Data loader processes (default 0)."),
+    resume: bool = typer.Option(False, "--resume", help=_RESUME_HELP),
+    force: bool = typer.Option(False, "--force", help="Start over in a non-empty --run folder (clears it)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train the generator and critic (WGAN-GP with relative AUs, Ling et al. 2020).
+
+    Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits; continue
+    with --resume. Several GPUs or processes: [bold]torchrun --nproc-per-node 4 -m fgfem train ...[/]
+
+    Examples:
+      [bold]fgfem train data/faces --run runs/lite --preset lite --epochs 20[/]
+      [bold]fgfem train data/faces --run runs/lite --resume --max-steps 20000[/]
+    """
+    from fgfem.errors import FgfemError
+    from fgfem.train import train as run_training
+
+    if resume and force:
+        raise FgfemError("--resume continues a run and --force starts it over; give one of them")
+    overrides = {
+        "preset": preset, "image_size": size, "conv_dim": conv_dim, "critic_dim": critic_dim, "batch": batch,
+        "lr": lr, "epochs": epochs,
+        "critic_steps": critic_steps, "max_steps": max_steps, "lambda_d_cond": lambda_d_cond,
+        "lambda_gp": lambda_gp, "lambda_g_cond": lambda_g_cond, "lambda_idt": lambda_idt,
+        "lambda_cyc": lambda_cyc, "lambda_tv": lambda_tv, "regularizer": regularizer, "limit": limit,
+        "holdout": str(holdout) if holdout is not None else None, "save_every": save_every,
+        "keep_last": keep_last, "preview_every": preview_every, "seed": seed, "device": device, "bf16": bf16,
+        "channels_last": channels_last, "num_workers": workers,
+    }
+    result = run_training(data, run, overrides=overrides, resume=resume, force=force, show_progress=not quiet,
+                          console=err_console)
+    if result.rank != 0:
+        return
+    if result.interrupted:
+        console.print(f"stopped at step {result.step}; saved {escape(str(result.checkpoint))}. "
+                      f"Continue with: fgfem train {escape(str(data))} --run {escape(str(run))} --resume")
+        raise typer.Exit(code=130)
+    console.print(f"trained {result.step} steps ({result.images_seen} images seen)"
+                  + (f"; generator: {escape(str(result.exported))}" if result.exported else ""))
+
+
+@app.command("export")
+def export(
+    run: Path = typer.Argument(..., help="A run folder written by `fgfem train`."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Default RUN/generator.safetensors."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+) -> None:
+    """Export a run's latest generator as a .safetensors weights file with its training summary.
+
+    Example: [bold]fgfem export runs/lite -o weights/lite.safetensors[/]
+    """
+    from fgfem.train import export_generator
+
+    path = export_generator(run, output, force=force)
+    console.print(f"wrote {escape(str(path))}")
