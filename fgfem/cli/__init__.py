@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from fgfem.cli import info as _info  # noqa: F401  (registers `fgfem info`)
+from fgfem.cli import train as _train  # noqa: F401  (registers `fgfem train` and `fgfem export`)
 from fgfem.cli.app import app, run
 
 __all__ = ["app", "main", "run"]
