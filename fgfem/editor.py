@@ -1,0 +1,675 @@
+"""The editing pipeline: photo -> faces -> aligned crops -> generator -> paste-back.
+
+``Editor`` holds the model and the face backend, loaded once and reused for every
+file, intensity and video frame. All faces of a photo, all requested intensities and
+the zero-edit reference ``G(x, 0)`` go through the generator in one batched forward
+pass, because the paste-back needs the reference anyway (it pastes the *change*
+``G(x, r) - G(x, 0)``, see ``fgfem.prep.paste``) and a batch is cheaper than a loop.
+
+Video follows the same path frame by frame, with a ``FaceTracker`` that follows the
+face between frames (landmarks in the previous frame's box instead of a full detection)
+and smooths the landmarks over time so the crops do not jitter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from fgfem.aus import AU_SCALE, NUM_AUS, AUEdit, relative_vector
+from fgfem.devices import DeviceChoice, resolve_device
+from fgfem.errors import FgfemError, NoFaceError
+
+if TYPE_CHECKING:
+    from fgfem.prep.faces import Face, FaceBackend
+
+
+@dataclass(frozen=True)
+class TargetExpression:
+    """Absolute AUs of a target face: every edited face is moved towards them.
+
+    Expression transfer asks for ``AUs(target) - AUs(source)`` per face, which can only
+    be formed once the source face is known, so the target travels as its AUs.
+    """
+
+    aus: np.ndarray
+    label: str = "target"
+
+
+# What an edit may be: ``--au`` items, a ready relative 17-vector (0-5 scale), or a target expression.
+EditSpec = Sequence[AUEdit] | np.ndarray | TargetExpression
+MODES = ("delta", "crop")
+
+
+@dataclass
+class EditResult:
+    """Everything one ``edit_image`` call produced, for the CLI, animations and tests.
+
+    ``images[i]`` is the full-resolution photo at ``intensities[i]``; ``crops[i, f]`` is
+    the generator's output for face ``f`` at that intensity; ``reference_crops[f]`` is
+    the zero-edit reconstruction ``G(x, 0)`` and ``input_crops[f]`` the aligned input.
+    """
+
+    faces: list[Face]
+    intensities: list[float]
+    images: list[np.ndarray]
+    crops: np.ndarray
+    reference_crops: np.ndarray
+    input_crops: np.ndarray
+    source_aus: np.ndarray
+    deltas: np.ndarray
+    aligned: Any = field(repr=False, default=None)
+
+    def image_at(self, intensity: float) -> np.ndarray:
+        for value, image in zip(self.intensities, self.images, strict=True):
+            if math.isclose(value, intensity, abs_tol=1e-9):
+                return image
+        raise KeyError(f"intensity {intensity} was not rendered")
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise FgfemError(f"--mode {mode!r}: choose delta (paste the change, keeps photo detail) or crop")
+    return mode
+
+
+def to_uint8_images(batch: torch.Tensor) -> np.ndarray:
+    """B x 3 x s x s in [-1, 1] -> B x s x s x 3 uint8 (what people look at)."""
+    scaled = ((batch.detach().float().clamp(-1, 1) + 1) * 127.5).round()
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _as_tensor(crops: Any, device: torch.device) -> torch.Tensor:
+    tensor = crops if isinstance(crops, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(crops))
+    return tensor.to(device=device, dtype=torch.float32)
+
+
+class Editor:
+    """A loaded generator plus a face backend: edits photos and video frames.
+
+    Build it with ``Editor.from_weights`` (or directly from a generator in tests) and
+    keep it: loading the networks and the landmark model is the slow part.
+    """
+
+    def __init__(
+        self,
+        generator: torch.nn.Module,
+        *,
+        image_size: int,
+        device: DeviceChoice | str = "auto",
+        backend: FaceBackend | str = "auto",
+        max_batch: int = 32,
+        weights_info: Any = None,
+    ) -> None:
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.generator = generator.to(self.device.device).eval()
+        self.image_size = int(image_size)
+        self.max_batch = max(1, int(max_batch))
+        self.weights_info = weights_info
+        self._backend_spec = backend
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_weights(
+        cls, path: str | Path | None = None, device: str = "auto", backend: str = "auto", **kwargs: Any
+    ) -> Editor:
+        """Load the generator from a safetensors file (default: the shipped weights)."""
+        from fgfem.paths import find_default_weights
+        from fgfem.weights import load_generator
+
+        if path is None:
+            path = find_default_weights()
+            if path is None:
+                raise FgfemError(
+                    "no model weights found: pass --weights FILE.safetensors, set FGFEM_WEIGHTS, "
+                    "or put the trained model at weights/default.safetensors"
+                )
+        path = Path(path)
+        if not path.is_file():
+            raise FgfemError(f"weights file {path} does not exist")
+        choice = resolve_device(device)
+        generator, info = load_generator(path, choice.device)
+        return cls(generator, image_size=info.cfg.image_size, device=choice, backend=backend,
+                   weights_info=info, **kwargs)
+
+    @property
+    def backend(self) -> FaceBackend:
+        """The face backend, created on first use (so a generator-only Editor needs no face models)."""
+        if isinstance(self._backend_spec, str):
+            from fgfem.prep.faces import get_backend
+
+            self._backend_spec = get_backend(self._backend_spec)
+        return self._backend_spec
+
+    # ----------------------------------------------------------------- faces and AUs
+    def find_faces(self, rgb: np.ndarray, face: str = "largest") -> list[Face]:
+        """Detected faces (with 68 landmarks) chosen by ``--face largest|all|N``; NoFaceError if none."""
+        from fgfem.prep.faces import select_faces
+
+        faces = select_faces(self.backend.detect(rgb), face)
+        if not faces:
+            raise NoFaceError("no face found in the image (try a larger, frontal, well-lit face, or --backend fan)")
+        return list(faces)
+
+    @staticmethod
+    def measure_aus(faces: Sequence[Face]) -> np.ndarray:
+        """F x 17 AU intensities (0-5) estimated from each face's landmarks."""
+        from fgfem.prep.au_estimator import estimate_aus
+
+        if not faces:
+            return np.zeros((0, NUM_AUS), dtype=np.float32)
+        landmarks = np.stack([np.asarray(f.landmarks, dtype=np.float32) for f in faces])
+        return np.asarray(estimate_aus(landmarks), dtype=np.float32).reshape(len(faces), NUM_AUS)
+
+    def target_expression(self, rgb: np.ndarray, label: str = "target") -> TargetExpression:
+        """The AUs of the largest face in ``rgb``, as a target for expression transfer."""
+        try:
+            faces = self.find_faces(rgb, "largest")
+        except NoFaceError:
+            raise NoFaceError(f"no face found in the {label} image; expression transfer needs one") from None
+        return TargetExpression(aus=self.measure_aus(faces[:1])[0], label=label)
+
+    @staticmethod
+    def deltas_for(spec: EditSpec, source_aus: np.ndarray) -> np.ndarray:
+        """F x 17 relative AU changes (0-5 scale) at intensity 1, one row per face."""
+        count = len(source_aus)
+        if isinstance(spec, TargetExpression):
+            target = np.asarray(spec.aus, dtype=np.float32).reshape(1, NUM_AUS)
+            return (target - source_aus).astype(np.float32)
+        if isinstance(spec, np.ndarray):
+            delta = np.asarray(spec, dtype=np.float32)
+            if delta.shape == (NUM_AUS,):
+                return np.tile(delta, (count, 1))
+            if delta.shape == (count, NUM_AUS):
+                return delta
+            raise FgfemError(f"a relative AU vector must have {NUM_AUS} values, got shape {delta.shape}")
+        edits = list(spec)
+        return np.stack([relative_vector(edits, aus) for aus in source_aus]).astype(np.float32).reshape(
+            count, NUM_AUS
+        )
+
+    # ----------------------------------------------------------------- the model
+    def generate(self, crops: torch.Tensor, rel_aus: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``G(crops, rel / 5)`` for B crops and B relative AU vectors (0-5 scale), in chunks.
+
+        Runs under ``torch.inference_mode`` and the device's autocast; returns float32 on
+        the model's device.
+        """
+        device = self.device.device
+        x = _as_tensor(crops, device)
+        rel = torch.as_tensor(np.asarray(rel_aus, dtype=np.float32), device=device) / AU_SCALE
+        if x.shape[0] != rel.shape[0]:
+            raise ValueError(f"{x.shape[0]} crops but {rel.shape[0]} AU vectors")
+        outputs = []
+        with torch.inference_mode(), self.device.autocast():
+            for start in range(0, x.shape[0], self.max_batch):
+                stop = start + self.max_batch
+                outputs.append(self.generator(x[start:stop], rel[start:stop]).float())
+        return torch.cat(outputs) if outputs else x.new_zeros(x.shape)
+
+    def edit_batch(
+        self, crops: torch.Tensor, deltas: np.ndarray, intensities: Sequence[float]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Edited crops (I x F x 3 x s x s) and references G(x, 0) (F x 3 x s x s) in ONE forward pass.
+
+        Rows whose scaled change is exactly zero are not recomputed: they *are* the
+        reference, which makes a zero edit reproduce ``G(x, 0)`` exactly and so the
+        delta paste-back return the photo bit for bit.
+        """
+        x = _as_tensor(crops, self.device.device)
+        count = x.shape[0]
+        rows_x = [x]
+        rows_rel = [np.zeros((count, NUM_AUS), dtype=np.float32)]
+        where: list[list[int | None]] = []
+        next_row = count
+        for intensity in intensities:
+            scaled = (deltas * np.float32(intensity)).astype(np.float32)
+            slots: list[int | None] = []
+            for f in range(count):
+                if not np.any(scaled[f]):
+                    slots.append(None)
+                    continue
+                rows_x.append(x[f : f + 1])
+                rows_rel.append(scaled[f : f + 1])
+                slots.append(next_row)
+                next_row += 1
+            where.append(slots)
+        out = self.generate(torch.cat(rows_x), np.concatenate(rows_rel))
+        reference = out[:count]
+        edited = torch.stack(
+            [torch.stack([reference[f] if slot is None else out[slot] for f, slot in enumerate(slots)])
+             for slots in where]
+        ) if where else out.new_zeros((0, *reference.shape))
+        return edited, reference
+
+    # ----------------------------------------------------------------- photos
+    def edit_image(
+        self,
+        rgb: np.ndarray,
+        edits_or_delta: EditSpec,
+        *,
+        intensities: Sequence[float] = (1.0,),
+        face: str = "largest",
+        mode: str = "delta",
+        faces: Sequence[Face] | None = None,
+    ) -> EditResult:
+        """Edit every selected face of ``rgb`` at each intensity; full-resolution results.
+
+        ``faces`` skips detection (video tracking, tests); otherwise faces are detected
+        and chosen by ``face``. Raises NoFaceError when there is none.
+        """
+        check_mode(mode)
+        intensities = [float(a) for a in intensities]
+        if not intensities:
+            raise FgfemError("no intensity given")
+        faces = list(faces) if faces is not None else self.find_faces(rgb, face)
+        if not faces:
+            raise NoFaceError("no face found in the image")
+        source_aus = self.measure_aus(faces)
+        deltas = self.deltas_for(edits_or_delta, source_aus)
+        aligned = self.align(rgb, faces)
+        edited, reference = self.edit_batch(aligned.crops, deltas, intensities)
+        images = [self.paste(rgb, edited[i], reference, aligned, mode=mode) for i in range(len(intensities))]
+        return EditResult(
+            faces=faces,
+            intensities=intensities,
+            images=images,
+            crops=np.stack([to_uint8_images(e) for e in edited]),
+            reference_crops=to_uint8_images(reference),
+            input_crops=to_uint8_images(_as_tensor(aligned.crops, torch.device("cpu"))),
+            source_aus=source_aus,
+            deltas=deltas,
+            aligned=aligned,
+        )
+
+    def align(self, rgb: np.ndarray, faces: Sequence[Face]) -> Any:
+        from fgfem.prep.align import align_faces
+
+        return align_faces(rgb, list(faces), size=self.image_size)
+
+    @staticmethod
+    def paste(rgb: np.ndarray, edited: torch.Tensor, reference: torch.Tensor, aligned: Any, *, mode: str) -> np.ndarray:
+        from fgfem.prep.paste import paste_back
+
+        return paste_back(rgb, edited, reference, aligned, mode=mode)
+
+
+# =============================================================================== what to do
+def check_one_source(au: Sequence[str] | None, **others: object) -> None:
+    """Exactly one way of saying what to change: ``--au`` or one of ``others`` (``--target``, ``--driver``)."""
+    given = (["--au"] if au else []) + [f"--{name}" for name, value in others.items() if value]
+    names = " or ".join(["--au", *(f"--{n}" for n in others)])
+    if not given:
+        raise FgfemError(f"say what to change: give {names} (e.g. --au 12=+1.0)")
+    if len(given) > 1:
+        raise FgfemError(f"give only one of {names}, not {' and '.join(given)}")
+
+
+def load_target(editor: Editor, path: Path) -> TargetExpression:
+    """The expression of the largest face in the image file ``path`` (for ``--target``)."""
+    from fgfem.media import load_image
+
+    return editor.target_expression(load_image(path).rgb, label=f"target image {Path(path).name}")
+
+
+# =============================================================================== files
+@dataclass
+class FileOutputs:
+    """Where ``edit_file`` writes: the edit, and optionally the crops and the before/after picture."""
+
+    edited: Path
+    crops: list[Path] = field(default_factory=list)
+    compare: Path | None = None
+
+    def all(self) -> list[Path]:
+        return [self.edited, *self.crops, *([self.compare] if self.compare else [])]
+
+
+def outputs_for(out: Path, *, faces: int, crop: bool, compare: bool) -> FileOutputs:
+    """``out`` plus ``out_crop.png`` (``_crop1``, ``_crop2``... for several faces) and ``out_compare.ext``."""
+    crops = []
+    if crop:
+        names = ["_crop"] if faces == 1 else [f"_crop{i + 1}" for i in range(faces)]
+        crops = [out.with_name(f"{out.stem}{name}.png") for name in names]
+    compare_path = out.with_name(f"{out.stem}_compare{out.suffix}") if compare else None
+    return FileOutputs(edited=out, crops=crops, compare=compare_path)
+
+
+def edit_file(
+    editor: Editor,
+    src: Path,
+    out: Path,
+    spec: EditSpec,
+    *,
+    intensity: float = 1.0,
+    face: str = "largest",
+    mode: str = "delta",
+    crop: bool = False,
+    compare: bool = False,
+    force: bool = False,
+) -> tuple[FileOutputs, EditResult]:
+    """Edit one photo file and write the result with the input's size, format and EXIF.
+
+    Existing outputs are refused (before any work is done) unless ``force``.
+    """
+    from fgfem.animation import side_by_side
+    from fgfem.media import check_writable, load_image, save_image
+
+    check_writable(out, force=force)
+    for extra in outputs_for(out, faces=1, crop=False, compare=compare).all()[1:]:
+        check_writable(extra, force=force)
+    loaded = load_image(src)
+    result = editor.edit_image(loaded.rgb, spec, intensities=[intensity], face=face, mode=mode)
+    written = outputs_for(out, faces=len(result.faces), crop=crop, compare=compare)
+    for path in written.crops:
+        check_writable(path, force=force)
+    save_image(loaded, result.images[0], out, force=force)
+    for path, image in zip(written.crops, result.crops[0], strict=True):
+        save_image(None, image, path, force=force)
+    if written.compare is not None:
+        save_image(None, side_by_side(loaded.rgb, result.images[0]), written.compare, force=force)
+    return written, result
+
+
+# =============================================================================== video
+def frame_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two frames on a coarse grid: a cheap scene-cut detector."""
+    step = max(1, min(a.shape[0], a.shape[1]) // 64)
+    return float(np.mean(np.abs(a[::step, ::step].astype(np.int16) - b[::step, ::step].astype(np.int16))))
+
+
+def box_of(points: np.ndarray) -> np.ndarray:
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return np.concatenate([pts.min(axis=0), pts.max(axis=0)])
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+@dataclass
+class TrackerConfig:
+    """How ``FaceTracker`` trades speed for robustness.
+
+    A full detection runs on the first frame, every ``redetect_every`` frames, after a
+    scene cut (mean frame difference above ``cut_threshold`` grey levels) and whenever
+    the tracked landmarks jump away from the previous box (IoU below ``min_iou``).
+    """
+
+    face: str = "largest"
+    redetect_every: int = 10
+    cut_threshold: float = 30.0
+    min_iou: float = 0.3
+    smooth: bool = True
+    fps: float = 25.0
+
+
+@dataclass
+class _Track:
+    """One followed face: its landmark box, and the detector's box in units of that box.
+
+    Backends fit landmarks best inside the kind of box their own detector draws, so the
+    box handed to ``landmarks_for_boxes`` is the detector's box carried along with the
+    landmarks (same offset and scale relative to them), not the landmark extent itself.
+    """
+
+    box: np.ndarray
+    detector_offset: np.ndarray
+    smoother: Any
+
+    @staticmethod
+    def offset_of(detector_box: np.ndarray, landmark_box: np.ndarray) -> np.ndarray:
+        centre, side = _centre_side(landmark_box)
+        return (np.asarray(detector_box[:4], dtype=np.float64) - np.tile(centre, 2)) / side
+
+    def detector_box(self) -> np.ndarray:
+        centre, side = _centre_side(self.box)
+        return np.tile(centre, 2) + self.detector_offset * side
+
+
+def _centre_side(box: np.ndarray) -> tuple[np.ndarray, float]:
+    box = np.asarray(box, dtype=np.float64)
+    return (box[:2] + box[2:4]) / 2, float(max(box[2] - box[0], box[3] - box[1], 1.0))
+
+
+class FaceTracker:
+    """Faces in consecutive video frames, with temporally smoothed landmarks.
+
+    Between detections the face is *followed*: the landmark model runs inside the box of
+    the previous frame's landmarks, which costs a fraction of a detection. Smoothing is
+    a One-Euro filter per face (``fgfem.prep.smoothing``), reset whenever a face is
+    re-acquired so that it never drags landmarks across a cut.
+    """
+
+    def __init__(self, backend: FaceBackend, config: TrackerConfig | None = None) -> None:
+        self.backend = backend
+        self.config = config or TrackerConfig()
+        self.tracks: list[_Track] = []
+        self.previous: np.ndarray | None = None
+        self.index = 0
+        self.detections = 0
+
+    def _detect(self, rgb: np.ndarray) -> list[Face]:
+        from fgfem.prep.faces import select_faces
+
+        self.detections += 1
+        return list(select_faces(self.backend.detect(rgb), self.config.face))
+
+    def _new_smoother(self) -> Any:
+        if not self.config.smooth:
+            return None
+        from fgfem.prep.smoothing import OneEuroFilter
+
+        return OneEuroFilter(freq=self.config.fps)
+
+    def update(self, rgb: np.ndarray) -> list[Face]:
+        """The faces of the next frame (empty when there is none), landmarks smoothed."""
+        cfg = self.config
+        cut = self.previous is not None and frame_difference(rgb, self.previous) > cfg.cut_threshold
+        due = self.index % max(1, cfg.redetect_every) == 0
+        self.previous = rgb
+        self.index += 1
+        faces: list[Face] = []
+        if self.tracks and not cut and not due:
+            faces = list(self.backend.landmarks_for_boxes(rgb, [t.detector_box() for t in self.tracks]))
+            lost = len(faces) != len(self.tracks) or any(
+                not np.all(np.isfinite(f.landmarks)) or box_iou(box_of(f.landmarks), t.box) < cfg.min_iou
+                for f, t in zip(faces, self.tracks, strict=True)
+            )
+            if lost:
+                faces = []
+                self.tracks = []
+        if not faces:
+            faces = self._detect(rgb)
+            self._match(faces, reset=cut)
+        return [self._smooth(f, t) for f, t in zip(faces, self.tracks, strict=True)]
+
+    def _match(self, faces: list[Face], *, reset: bool) -> None:
+        """Pair fresh detections with existing tracks (by box overlap) to keep their smoothing state."""
+        old = [] if reset else self.tracks
+        tracks: list[_Track] = []
+        for face in faces:
+            box = box_of(face.landmarks)
+            best = max(old, key=lambda t: box_iou(t.box, box), default=None)
+            offset = _Track.offset_of(face.box, box)
+            if best is not None and box_iou(best.box, box) >= self.config.min_iou:
+                old = [t for t in old if t is not best]
+                best.detector_offset = offset
+                tracks.append(best)
+            else:
+                tracks.append(_Track(box=box, detector_offset=offset, smoother=self._new_smoother()))
+        self.tracks = tracks
+
+    def _smooth(self, face: Face, track: _Track) -> Face:
+        """Smooth the landmarks; the track follows the *raw* landmarks so smoothing lag never loses the face."""
+        raw = np.asarray(face.landmarks, dtype=np.float32)
+        track.box = box_of(raw)
+        if track.smoother is None:
+            return face
+        landmarks = np.asarray(track.smoother(raw, self.index / self.config.fps), dtype=np.float32)
+        return dataclasses.replace(face, landmarks=landmarks)
+
+
+@dataclass
+class FrameEdit:
+    """One output frame: the picture and whether a face was edited in it."""
+
+    rgb: np.ndarray
+    faces: int
+
+
+def edit_frames(
+    editor: Editor,
+    frames: Iterable[np.ndarray],
+    spec_for_frame: Callable[[int], EditSpec],
+    *,
+    tracker: FaceTracker | None = None,
+    batch: int = 8,
+    mode: str = "delta",
+    intensity: float = 1.0,
+) -> Iterator[FrameEdit]:
+    """Edit a stream of frames, ``batch`` frames per generator call; frames without a face pass unchanged.
+
+    ``spec_for_frame(i)`` gives the edit for frame ``i`` (a fixed ``--au`` edit, or a
+    driver's per-frame change). The returned frames are the input arrays themselves when
+    no face was found, so "unchanged" is exact before the encoder.
+    """
+    check_mode(mode)
+    tracker = tracker or FaceTracker(editor.backend)
+    pending: list[tuple[np.ndarray, list[Face], np.ndarray]] = []
+    for index, rgb in enumerate(frames):
+        faces = tracker.update(rgb)
+        deltas = editor.deltas_for(spec_for_frame(index), editor.measure_aus(faces)) if faces else None
+        pending.append((rgb, faces, deltas if deltas is not None else np.zeros((0, NUM_AUS), np.float32)))
+        if len(pending) >= max(1, batch):
+            yield from _flush(editor, pending, mode, intensity)
+            pending = []
+    if pending:
+        yield from _flush(editor, pending, mode, intensity)
+
+
+def _flush(
+    editor: Editor, pending: list[tuple[np.ndarray, list[Face], np.ndarray]], mode: str, intensity: float
+) -> Iterator[FrameEdit]:
+    """Align every face of the pending frames, run them through the generator together, paste back."""
+    aligned = [editor.align(rgb, faces) if faces else None for rgb, faces, _ in pending]
+    crops = [_as_tensor(a.crops, editor.device.device) for a in aligned if a is not None]
+    if crops:
+        deltas = np.concatenate([d for _, faces, d in pending if faces])
+        edited, reference = editor.edit_batch(torch.cat(crops), deltas, [intensity])
+        edited = edited[0]
+    start = 0
+    for (rgb, faces, _), batch_aligned in zip(pending, aligned, strict=True):
+        if batch_aligned is None:
+            yield FrameEdit(rgb=rgb, faces=0)
+            continue
+        stop = start + len(faces)
+        out = editor.paste(rgb, edited[start:stop], reference[start:stop], batch_aligned, mode=mode)
+        start = stop
+        yield FrameEdit(rgb=out, faces=len(faces))
+
+
+@dataclass
+class RenderStats:
+    """What a video render did, for the summary line and tests."""
+
+    frames: int = 0
+    edited: int = 0
+    detections: int = 0
+    seconds: float = 0.0
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def driver_deltas(
+    editor: Editor, driver: Path, *, neutral: int = 0, tracker_config: TrackerConfig | None = None
+) -> np.ndarray:
+    """T x 17 relative AUs of a driving video: AUs(frame t) - AUs(frame ``neutral``).
+
+    Frames where the driver's face is lost repeat the last measured change (a driver
+    who turns away should not snap the edited face back to neutral).
+    """
+    from fgfem.video import iter_frames, probe_video
+
+    info = probe_video(driver)
+    config = tracker_config or TrackerConfig(fps=info.fps or 25.0)
+    tracker = FaceTracker(editor.backend, config)
+    measured: list[np.ndarray | None] = []
+    for rgb in iter_frames(driver):
+        faces = tracker.update(rgb)
+        measured.append(editor.measure_aus(faces[:1])[0] if faces else None)
+    if not measured:
+        raise FgfemError(f"driving video {driver.name} has no frames")
+    if not 0 <= neutral < len(measured):
+        raise FgfemError(f"--driver-neutral {neutral} is outside the driving video's {len(measured)} frames")
+    base = measured[neutral]
+    if base is None:
+        raise NoFaceError(f"no face in frame {neutral} of the driving video; choose a neutral frame with "
+                          "--driver-neutral N")
+    deltas = np.zeros((len(measured), NUM_AUS), dtype=np.float32)
+    last = np.zeros(NUM_AUS, dtype=np.float32)
+    for t, aus in enumerate(measured):
+        if aus is not None:
+            last = (aus - base).astype(np.float32)
+        deltas[t] = last
+    return deltas
+
+
+def render_video(
+    editor: Editor,
+    src: Path,
+    out: Path,
+    spec: EditSpec | Callable[[int], EditSpec],
+    *,
+    batch: int = 8,
+    intensity: float = 1.0,
+    mode: str = "delta",
+    tracker_config: TrackerConfig | None = None,
+    keep_audio: bool = True,
+    force: bool = False,
+    on_frame: Callable[[int, int], None] | None = None,
+) -> RenderStats:
+    """Edit every frame of ``src`` into ``out`` with the same fps and frame count, audio kept.
+
+    ``spec`` is one edit for all frames or a function of the frame index (``--driver``).
+    ``on_frame(done, total)`` reports progress (total is 0 when the container does not say).
+    """
+    import time
+
+    from fgfem.media import check_writable
+    from fgfem.video import VideoWriter, open_frames, probe_video
+
+    check_writable(out, force=force)
+    info = probe_video(src)
+    config = tracker_config or TrackerConfig()
+    config = dataclasses.replace(config, fps=info.fps or config.fps)
+    tracker = FaceTracker(editor.backend, config)
+    spec_for_frame = spec if callable(spec) else (lambda _index: spec)
+    stats = RenderStats()
+    started = time.perf_counter()
+    total = int(info.frame_count or 0)
+    with open_frames(src) as frames, VideoWriter(out, info.fps, info.size, force=force,
+                                                 audio_from=src if keep_audio and info.has_audio else None) as writer:
+        for frame in edit_frames(editor, frames, spec_for_frame, tracker=tracker, batch=batch, mode=mode,
+                                 intensity=intensity):
+            writer.write(frame.rgb)
+            stats.frames += 1
+            stats.edited += frame.faces > 0
+            if on_frame is not None:
+                on_frame(stats.frames, total)
+    stats.detections = tracker.detections
+    stats.seconds = time.perf_counter() - started
+    return stats
