@@ -16,7 +16,7 @@ from fgfem.prep.faces.base import BackendStatus, Face, FaceBackend, box_iou
 BACKENDS = ("dlib", "fan")
 
 __all__ = ["BACKENDS", "BackendStatus", "Face", "FaceBackend", "backend_status", "box_iou", "get_backend",
-           "select_faces"]
+           "resolve_backend_name", "select_faces"]
 
 
 def backend_status() -> list[BackendStatus]:
@@ -26,17 +26,23 @@ def backend_status() -> list[BackendStatus]:
     return [fan_backend.status(), dlib_backend.status()]
 
 
+def resolve_backend_name(name: str = "auto") -> str:
+    """``auto`` -> ``fan`` where its weights are on disk, else ``dlib``; other names pass through, lower-cased."""
+    choice = (name or "auto").strip().lower()
+    if choice == "auto":
+        from fgfem.prep.faces import fan_backend
+
+        choice = "fan" if fan_backend.status().available else "dlib"
+    return choice
+
+
 @functools.lru_cache(maxsize=8)
 def get_backend(name: str = "auto", *, device: str = "cpu") -> FaceBackend:
     """A ready backend: ``dlib``, ``fan`` or ``auto`` (fan if its weights are on disk, else dlib).
 
     Cached per (name, device): models load once per process, however many callers ask.
     """
-    choice = (name or "auto").strip().lower()
-    if choice == "auto":
-        from fgfem.prep.faces import fan_backend
-
-        choice = "fan" if fan_backend.status().available else "dlib"
+    choice = resolve_backend_name(name)
     if choice == "dlib":
         from fgfem.prep.faces.dlib_backend import DlibBackend
 
