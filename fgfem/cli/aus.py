@@ -1,0 +1,105 @@
+"""`fgfem aus`: measure the 17 AU intensities of every face in a photo, folder or video."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fgfem.aus import AU_CODES
+from fgfem.cli.app import app, console, err_console
+from fgfem.errors import FgfemError
+
+
+@app.command("aus")
+def aus_command(
+    source: Path = typer.Argument(..., help="A photo, a folder of photos, or a video."),
+    out: Path | None = typer.Option(None, "-o", "--out", help="Write the table to a .csv or .json file."),
+    plot: Path | None = typer.Option(None, "--plot", help="Video only: AU curves over time as a PNG."),
+    face: str = typer.Option("all", "--face", help="Which faces: all, largest, or an index (0 = largest)."),
+    backend: str = typer.Option("auto", "--backend", help="Face backend: auto, dlib or fan."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+) -> None:
+    """Measure AU intensities (OpenFace's 0-5 scale) with the offline landmark-based estimator.
+
+    Examples:
+      [bold]fgfem aus examples/astronaut.png[/]
+      [bold]fgfem aus photos/ -o aus.csv[/]
+      [bold]fgfem aus clip.mp4 -o curves.csv --plot curves.png[/]
+
+    AUs marked * are weakly visible in landmarks and are estimated from proxies.
+    """
+    from fgfem.media import is_video, iter_image_files
+    from fgfem.prep.au_estimator import LOW_CONFIDENCE_AUS
+    from fgfem.prep.faces import get_backend
+    from fgfem.prep.measure import measure_paths, measure_video, plot_curves, write_records
+
+    if not source.exists():
+        raise FgfemError(f"input not found: {source}")
+    for target in (out, plot):
+        if target is not None and target.exists() and not force:
+            raise FgfemError(f"{target} exists; pass --force to overwrite it")
+    detector = get_backend(backend)
+    skipped = []
+    if source.is_file() and is_video(source):
+        with _progress() as progress:
+            task = progress.add_task("frames", total=None)
+            records = list(measure_video(source, detector, on_frame=lambda i: progress.update(task, completed=i + 1)))
+        if not records:
+            raise FgfemError(f"no face found in any frame of {source}")
+    else:
+        if plot is not None:
+            raise FgfemError("--plot draws AU curves over time and needs a video")
+        paths = iter_image_files(source)
+        with _progress() as progress:
+            task = progress.add_task("photos", total=len(paths))
+            records, skipped = measure_paths(paths, detector, face, on_file=lambda _p: progress.advance(task))
+        if not records:
+            reason = skipped[0].reason if len(skipped) == 1 else f"no face in any of {len(paths)} files"
+            raise FgfemError(reason)
+    _show(records, LOW_CONFIDENCE_AUS)
+    for skip in skipped:
+        err_console.print(f"[yellow]skipped[/] {skip.source}: {skip.reason}", soft_wrap=True)
+    if out is not None:
+        write_records(records, out, LOW_CONFIDENCE_AUS, force=force)
+        console.print(f"wrote {len(records)} rows to {out}")
+    if plot is not None:
+        plot_curves(records, plot, force=force)
+        console.print(f"wrote AU curves to {plot}")
+    if skipped:
+        raise typer.Exit(1)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err_console, transient=True)
+
+
+def _show(records: list, low_confidence: tuple[str, ...], max_rows: int = 40) -> None:
+    """A few faces read best with AUs as rows; many faces or frames with AUs as columns."""
+    if len(records) <= 6:
+        one_source = len({r.source for r in records}) == 1
+        title = Path(records[0].source).name + ": " if one_source else ""
+        table = Table(title=f"{title}AU intensities (0-5); * = weakly visible in landmarks")
+        table.add_column("AU")
+        for r in records:
+            name = "" if one_source else Path(r.source).name + " "
+            table.add_column(f"{name}face {r.face}" if r.frame is None else f"frame {r.frame}", justify="right")
+        for index, code in enumerate(AU_CODES):
+            table.add_row(code + ("*" if code in low_confidence else ""), *(f"{r.aus[index]:.2f}" for r in records))
+        console.print(table)
+        return
+    table = Table(title="AU intensities (0-5); * = weakly visible in landmarks", padding=(0, 0), box=None)
+    by_frame = records[0].frame is not None
+    table.add_column("frame" if by_frame else "file:face", overflow="ellipsis", max_width=16, no_wrap=True)
+    for code in AU_CODES:
+        table.add_column(code[2:] + ("*" if code in low_confidence else ""), justify="right", min_width=4)
+    shown = records if len(records) <= max_rows else records[:: max(1, len(records) // max_rows)]
+    for r in shown:
+        where = str(r.frame) if by_frame else f"{Path(r.source).name}:{r.face}"
+        table.add_row(where, *(f"{v:.1f}" for v in r.aus))
+    console.print(table)
+    if len(shown) < len(records):
+        console.print(f"({len(records)} rows; every {len(records) // len(shown)}th shown; use -o for all)")
