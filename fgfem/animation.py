@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -287,3 +288,30 @@ def expression_grid(
         rows.append(_views(result, full=full, size=size, max_side=512))
         labels.append([f"{AU_CODES[index]} {'+' if s >= 0 else '-'}{format_intensity(abs(s))}" for s in steps])
     return grid(rows, labels)
+
+
+ANIMATION_SUFFIXES = (".gif", ".mp4", ".png")
+
+
+def save_animation(frames: Sequence[Frame], out: Path, *, fps: float = 8.0, force: bool = False) -> Path:
+    """Write ``frames`` by the output's suffix: ``.gif`` (looping), ``.mp4`` (H.264) or ``.png`` (a labelled strip)."""
+    from fgfem.media import check_writable, save_image
+
+    suffix = out.suffix.lower()
+    if suffix not in ANIMATION_SUFFIXES:
+        raise FgfemError(f"cannot write {out.name}: use .gif, .mp4 or .png (a labelled strip)")
+    if not frames:
+        raise FgfemError("no frames to write")
+    if not (0 < fps <= 120):
+        raise FgfemError(f"--fps {fps:g} must be between 0 and 120")
+    check_writable(out, force=force)
+    images = [f.rgb for f in frames]
+    if suffix == ".png":
+        return save_image(None, strip(images, [f.label for f in frames]), out, force=force)
+    from fgfem.video import write_gif, write_mp4
+
+    if suffix == ".gif":
+        write_gif(images, out, fps, loop=0, force=force)
+    else:
+        write_mp4(images, out, fps, force=force)
+    return out
