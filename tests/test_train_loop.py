@@ -1,0 +1,134 @@
+"""The training loop on real faces: it learns, logs, previews, checkpoints, exports and refuses misuse.
+
+Small networks (``conv_dim``/``critic_dim`` 8) at 64 px keep this file to seconds per test on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_train_data import build_tiny_dataset
+
+from fgfem.cli import run as cli_run
+from fgfem.errors import FgfemError
+from fgfem.train import TrainConfig, read_metrics, train
+from fgfem.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from fgfem.train.losses import CriticLoss, GeneratorLoss, total_variation
+from fgfem.train.preview import PREVIEW_EDITS
+
+TINY = {"preset": "lite", "conv_dim": 8, "critic_dim": 8, "image_size": 64, "batch": 4}
+
+
+@pytest.fixture(scope="module")
+def data_dir(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_dataset(samples, tmp_path_factory.mktemp("train-data"))
+
+
+@pytest.fixture(scope="module")
+def short_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    torch.set_num_threads(1)
+    cfg = TrainConfig(**TINY, max_steps=12, critic_steps=1, lr_g=5e-4, lr_d=5e-4, save_every=6, keep_last=1,
+                      preview_every=6)
+    return train(data_dir, tmp_path_factory.mktemp("runs") / "short", cfg, show_progress=False)
+
+
+def test_identity_and_cycle_losses_fall(short_run) -> None:
+    """With the paper's loss weights the L1 terms dominate: G must learn to reproduce faces."""
+    log = read_metrics(short_run.run_dir)
+    assert [line["step"] for line in log] == list(range(12))
+    for name in ("g_idt", "g_cyc"):
+        values = [line[name] for line in log]
+        first, last = np.mean(values[:3]), np.mean(values[-3:])
+        assert last < 0.8 * first, f"{name} did not fall: {first:.3f} -> {last:.3f}"
+
+
+def test_run_writes_log_previews_checkpoints_and_export(short_run) -> None:
+    run_dir = short_run.run_dir
+    line = read_metrics(run_dir)[0]
+    for key in ("d_real", "d_fake", "d_cond", "d_gp", "d_total", "g_adv", "g_cond", "g_idt", "g_cyc", "g_tv",
+                "g_total", "lr_g", "lr_d", "img_per_s"):
+        assert np.isfinite(line[key]), key
+    previews = sorted((run_dir / "previews").glob("*.png"))
+    assert [p.name for p in previews] == ["step-00000006.png", "step-00000012.png"]
+    with Image.open(previews[-1]) as grid:
+        assert grid.size[0] == 64 * (1 + len(PREVIEW_EDITS)) and grid.size[1] > 64 * 4
+    # keep_last=1: only the final checkpoint survives, and `latest` names it.
+    assert [p.name for p in list_checkpoints(run_dir / "checkpoints")] == ["step-00000012.safetensors"]
+    assert latest_checkpoint(run_dir).name == "step-00000012.safetensors"
+    assert short_run.images_seen == 12 * 4
+
+    from fgfem.weights import load_generator
+
+    generator, info = load_generator(short_run.exported)
+    assert info.cfg.conv_dim == 8 and info.training["steps"] == 12 and info.training["images_seen"] == 48
+    assert info.training["data"]["train_faces"] == 20
+    # The exported generator is the checkpoint's.
+    state = load_checkpoint(latest_checkpoint(run_dir)).tensors
+    torch.testing.assert_close(generator.state_dict()["to_rgb.weight"], state["G/to_rgb.weight"])
+
+
+def test_corrupt_checkpoint_is_refused(short_run, tmp_path: Path) -> None:
+    damaged = tmp_path / "step-00000012.safetensors"
+    data = bytearray(latest_checkpoint(short_run.run_dir).read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte inside a tensor
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(FgfemError, match="is corrupt"):
+        load_checkpoint(damaged)
+    damaged.write_bytes(bytes(data[: len(data) // 2]))  # truncated
+    with pytest.raises(FgfemError, match="is corrupt"):
+        load_checkpoint(damaged)
+
+
+def test_non_empty_run_folder_is_refused(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+    with pytest.raises(FgfemError, match="not empty"):
+        train(data_dir, run_dir, TrainConfig(**TINY, max_steps=1), show_progress=False)
+    code = cli_run(["train", str(data_dir), "--run", str(run_dir), "--preset", "lite", "--max-steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--resume" in err and "--force" in err and "Traceback" not in err
+    assert cli_run(["train", str(data_dir), "--run", str(tmp_path / "empty"), "--resume"]) == 1
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_lazy_r1_runs_every_n_steps(data_dir: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(**TINY, max_steps=3, critic_steps=4, regularizer="r1", r1_every=2, preview_every=100)
+    result = train(data_dir, tmp_path / "r1", cfg, show_progress=False, export=False)
+    assert ["d_r1" in line for line in result.history] == [True, False, True]
+    assert all("d_gp" not in line for line in result.history)
+    assert ["g_total" in line for line in result.history] == [True, False, False]
+
+
+def test_gradient_penalty_and_losses_on_known_critics() -> None:
+    """A linear critic has input gradient w everywhere: the penalty must be (|w| - 1)^2."""
+    weight = torch.full((1, 3, 4, 4), 0.5)  # |w| = sqrt(48) / 2
+
+    def critic(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (x * weight).sum(dim=(1, 2, 3)).view(-1, 1, 1, 1), torch.zeros(x.shape[0], 17)
+
+    real, fake = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)
+    loss = CriticLoss(lambda_cond=150, lambda_gp=10)
+    total, terms = loss(critic, real, fake, torch.full((2, 17), 0.2), step=0, generator=torch.Generator())
+    assert float(terms["d_gp"]) == pytest.approx((48**0.5 / 2 - 1) ** 2, rel=1e-5)
+    assert float(terms["d_cond"]) == pytest.approx(0.04)
+    assert float(total) == pytest.approx(float(terms["d_real"] + terms["d_fake"] + 150 * 0.04 + 10 * terms["d_gp"]),
+                                         rel=1e-5)
+
+    def identity_generator(x: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        return x
+
+    _, g_terms = GeneratorLoss()(identity_generator, critic, real, real, torch.zeros(2, 17), torch.zeros(2, 17))
+    assert float(g_terms["g_idt"]) == 0 and float(g_terms["g_cyc"]) == 0
+    ramp = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 1, 4, 4)
+    assert float(total_variation(ramp)) == 12.0  # 4 rows x 3 unit steps, no vertical change
+
+
+def test_config_json_is_written(short_run) -> None:
+    stored = json.loads((short_run.run_dir / "config.json").read_text())
+    assert stored["train"]["batch"] == 4 and stored["net"]["conv_dim"] == 8 and stored["data"]["layout"] == "fgfem"
