@@ -1,0 +1,167 @@
+"""The networks: exact sizes of the paper preset, shapes at 128 and 256 px, conditioning, presets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fgfem.aus import AU_SCALE, NUM_AUS
+from fgfem.errors import FgfemError
+from fgfem.nets import PRESETS, Critic, Generator, NetConfig, count_parameters, get_preset
+
+# Counted from the reference UNet_MSF_Generator / Discriminator_Plus (ngf = ndf = 64, 17 AUs, 128 px).
+PAPER_GENERATOR_PARAMS = 57_632_768
+PAPER_CRITIC_PARAMS = 44_858_048
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def lite_generator() -> Generator:
+    torch.manual_seed(0)
+    return Generator(get_preset("lite")).eval()
+
+
+def random_faces(batch: int, size: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, size, size, generator=generator) * 2 - 1
+
+
+def test_paper_parameter_counts_match_the_reference():
+    with torch.device("meta"):
+        generator = Generator(PRESETS["paper"])
+        critic = Critic(PRESETS["paper"])
+    assert count_parameters(generator) == PAPER_GENERATOR_PARAMS
+    assert count_parameters(critic) == PAPER_CRITIC_PARAMS
+
+
+def test_lite_is_much_smaller_than_paper():
+    with torch.device("meta"):
+        lite = count_parameters(Generator(PRESETS["lite"])) + count_parameters(Critic(PRESETS["lite"]))
+    assert lite < (PAPER_GENERATOR_PARAMS + PAPER_CRITIC_PARAMS) / 3
+
+
+def test_paper_generator_forward_keeps_shape_and_range():
+    torch.manual_seed(1)
+    generator = Generator(PRESETS["paper"]).eval()
+    x = random_faces(1, 128)
+    with torch.inference_mode():
+        y = generator(x, torch.full((1, NUM_AUS), 0.2))
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+    assert y.abs().max() <= 1.0
+    # A freshly initialised generator is not constant: the output varies over the image.
+    assert y.std() > 1e-3
+
+
+@pytest.mark.parametrize("size", [128, 256])
+def test_lite_generator_any_multiple_of_64(lite_generator, size):
+    x = random_faces(2, size)
+    with torch.inference_mode():
+        y = lite_generator(x, torch.zeros(2, NUM_AUS))
+    assert y.shape == (2, 3, size, size)
+    assert y.abs().max() <= 1.0
+
+
+def test_generator_output_depends_on_the_aus(lite_generator):
+    x = random_faces(1, 128)
+    with torch.inference_mode():
+        neutral = lite_generator(x, torch.zeros(1, NUM_AUS))
+        smile = lite_generator(x, torch.eye(NUM_AUS)[8:9] * (2.0 / AU_SCALE))  # AU12 +2
+    assert (neutral - smile).abs().max() > 1e-4
+
+
+def test_every_au_reaches_the_output(lite_generator):
+    x = random_faces(1, 128)
+    rel = torch.zeros(1, NUM_AUS, requires_grad=True)
+    lite_generator(x, rel).square().mean().backward()
+    assert (rel.grad.abs() > 0).all()
+
+
+@pytest.mark.parametrize(("size", "patch"), [(128, 2), (256, 4)])
+def test_critic_output_shapes(size, patch):
+    torch.manual_seed(2)
+    critic = Critic(get_preset("lite", size))
+    with torch.inference_mode():
+        scores, aus = critic(random_faces(3, size))
+    assert scores.shape == (3, 1, patch, patch)
+    assert aus.shape == (3, NUM_AUS)
+
+
+def test_paper_critic_output_shapes():
+    torch.manual_seed(3)
+    with torch.inference_mode():
+        scores, aus = Critic(PRESETS["paper"])(random_faces(1, 128))
+    assert scores.shape == (1, 1, 2, 2)
+    assert aus.shape == (1, NUM_AUS)
+
+
+def test_init_is_normal_002_and_norms_are_identity():
+    torch.manual_seed(4)
+    generator = Generator(PRESETS["lite"])
+    critic = Critic(PRESETS["lite"])
+    for weight in (generator.skip2.in_conv.conv.weight, critic.trunk[3].conv.weight):
+        assert abs(weight.mean().item()) < 1e-3
+        assert weight.std().item() == pytest.approx(0.02, rel=0.02)
+    assert torch.equal(generator.stem.norm.weight, torch.ones_like(generator.stem.norm.weight))
+    assert torch.equal(generator.stem.norm.bias, torch.zeros_like(generator.stem.norm.bias))
+    assert not any(name.endswith("bias") for name, _ in critic.named_parameters())
+
+
+def test_bad_inputs_fail_with_one_clear_error(lite_generator):
+    with pytest.raises(FgfemError, match="multiples of 16"):
+        lite_generator(random_faces(1, 100), torch.zeros(1, NUM_AUS))
+    with pytest.raises(FgfemError, match="relative AUs"):
+        lite_generator(random_faces(1, 128), torch.zeros(1, 13))
+    with pytest.raises(FgfemError, match="critic input"):
+        Critic(PRESETS["lite"])(random_faces(1, 256))
+
+
+def test_presets_and_sizes():
+    assert get_preset("paper").conv_dim == 64 and get_preset("paper").critic_dim == 64
+    assert get_preset("Lite", 256).image_size == 256
+    assert PRESETS["lite"].image_size == 128  # the preset itself is not changed
+    with pytest.raises(FgfemError, match="unknown network preset 'huge'.*paper, lite"):
+        get_preset("huge")
+    with pytest.raises(FgfemError, match="not a multiple of 64"):
+        get_preset("paper", 160)
+    with pytest.raises(FgfemError, match="positive"):
+        NetConfig(name="bad", conv_dim=0, critic_dim=8)
+
+
+def test_config_dict_round_trip():
+    cfg = get_preset("lite", 192)
+    assert NetConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(FgfemError, match="unknown fields"):
+        NetConfig.from_dict({**cfg.to_dict(), "attention": True})
+    with pytest.raises(FgfemError, match="lacks"):
+        NetConfig.from_dict({"name": "x"})
+
+
+def test_real_faces_through_both_networks(samples: Path):
+    """Real 128 px aligned crops (vipermu) with their real AUs go through G and D."""
+    folder = samples / "vipermu"
+    rows = [line.split() for line in (folder / "attributes.txt").read_text().splitlines() if line.strip()][:2]
+    images = [np.asarray(Image.open(folder / "attribute_images" / row[0]).convert("RGB").resize((128, 128)))
+              for row in rows]
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    aus = torch.tensor([[float(v) for v in row[1:]] for row in rows]) / AU_SCALE
+    assert aus.shape == (2, NUM_AUS)
+    torch.manual_seed(5)
+    cfg = PRESETS["lite"]
+    with torch.inference_mode():
+        y = Generator(cfg).eval()(x, aus[[1, 0]] - aus)
+        scores, predicted = Critic(cfg)(x)
+    assert y.shape == x.shape and y.abs().max() <= 1
+    assert scores.shape == (2, 1, 2, 2) and predicted.shape == (2, NUM_AUS)
+    assert torch.isfinite(predicted).all()
