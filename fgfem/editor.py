@@ -371,7 +371,7 @@ def edit_file(
     for path in written.crops:
         check_writable(path, force=force)
     save_image(loaded, result.images[0], out, force=force)
-    for path, image in zip(written.crops, result.crops[0], strict=True):
+    for path, image in zip(written.crops, result.crops[0] if crop else [], strict=True):
         save_image(None, image, path, force=force)
     if written.compare is not None:
         save_image(None, side_by_side(loaded.rgb, result.images[0]), written.compare, force=force)

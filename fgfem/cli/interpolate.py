@@ -1,0 +1,100 @@
+"""`fgfem interpolate`: one face at several intensities, as a GIF, an MP4, a labelled strip or the AU grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from fgfem.cli.app import app, console
+from fgfem.cli.edit import (
+    AU_OPTION,
+    BACKEND_OPTION,
+    DEVICE_OPTION,
+    FACE_OPTION,
+    FORCE_OPTION,
+    MODE_OPTION,
+    TARGET_OPTION,
+    WEIGHTS_OPTION,
+    load_editor,
+)
+from fgfem.errors import FgfemError
+
+
+@app.command()
+def interpolate(
+    source: Path = typer.Argument(..., help="A photo with a face.", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="anim.gif, anim.mp4, or strip.png (labelled cells)."),
+    au: list[str] | None = AU_OPTION,
+    target: Path | None = TARGET_OPTION,
+    steps: str | None = typer.Option(
+        None, "--steps", "-s",
+        help="Intensities, comma-separated. Default 0,0.5,0.75,1,1.25; with --grid, AU changes 0,1,2,3,4.",
+    ),
+    frames: int | None = typer.Option(None, "--frames", "-n", help="N evenly spaced intensities, first to last step."),
+    boomerang: bool = typer.Option(False, "--boomerang", help="Play forwards then backwards (a seamless loop)."),
+    fps: float = typer.Option(8.0, "--fps", help="Frames per second of a GIF or MP4."),
+    full: bool = typer.Option(False, "--full", help="Show the whole photo instead of a view around the face."),
+    size: int = typer.Option(256, "--size", help="Side in pixels of the view around the face."),
+    grid: bool = typer.Option(False, "--grid", help="The paper's figure: rows of AUs x columns of changes (PNG)."),
+    grid_aus: str = typer.Option("4,5,7,12,15,20", "--grid-aus", help="Rows of the --grid figure."),
+    face: str = FACE_OPTION,
+    mode: str = MODE_OPTION,
+    weights: Path | None = WEIGHTS_OPTION,
+    device: str = DEVICE_OPTION,
+    backend: str = BACKEND_OPTION,
+    force: bool = FORCE_OPTION,
+) -> None:
+    """Sweep an expression change over several intensities.
+
+    Examples:
+      [bold]fgfem interpolate face.jpg --target t.jpg --steps 0,0.5,0.75,1,1.25 -o anim.gif[/]
+      [bold]fgfem interpolate face.jpg --au 12=+2 --frames 24 --boomerang -o smile.mp4[/]
+      [bold]fgfem interpolate face.jpg --au 12=+2 -o strip.png[/]
+      [bold]fgfem interpolate face.jpg --grid -o grid.png[/]
+    """
+    from fgfem.animation import (
+        DEFAULT_GRID_STEPS,
+        DEFAULT_STEPS,
+        expression_grid,
+        intensity_schedule,
+        interpolation_frames,
+        parse_steps,
+        save_animation,
+    )
+    from fgfem.aus import au_index, parse_au_specs
+    from fgfem.editor import check_mode, check_one_source, load_target
+    from fgfem.media import check_writable, load_image, save_image
+
+    check_mode(mode)
+    if not 16 <= size <= 2048:
+        raise FgfemError(f"--size {size} must be between 16 and 2048 pixels")
+    if grid:
+        if au or target:
+            raise FgfemError("--grid draws its own rows of AUs (--grid-aus); leave out --au and --target")
+        if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            raise FgfemError(f"--grid writes a picture: name the output .png (got {out.name})")
+        rows = [part.strip() for part in grid_aus.split(",") if part.strip()]
+        for row in rows:
+            au_index(row)
+        columns = parse_steps(steps) if steps else list(DEFAULT_GRID_STEPS)
+        check_writable(out, force=force)
+        editor = load_editor(weights, device, backend)
+        with console.status("rendering the grid"):
+            picture = expression_grid(editor, load_image(source).rgb, rows, columns, face=face, mode=mode,
+                                      full=full, size=size)
+        save_image(None, picture, out, force=force)
+        console.print(f"[green]wrote[/] {out} ({len(rows)} AUs x {len(columns)} changes)")
+        return
+    check_one_source(au, target=target)
+    edits = parse_au_specs(au) if au else None
+    schedule = intensity_schedule(parse_steps(steps) if steps else DEFAULT_STEPS, frames=frames, boomerang=boomerang)
+    check_writable(out, force=force)
+    editor = load_editor(weights, device, backend)
+    spec = edits if edits is not None else load_target(editor, target)
+    with console.status(f"rendering {len(schedule)} frames"):
+        rendered = interpolation_frames(editor, load_image(source).rgb, spec, schedule, face=face, mode=mode,
+                                        full=full, size=size)
+        save_animation(rendered, out, fps=fps, force=force)
+    console.print(f"[green]wrote[/] {out} ({len(rendered)} frames, intensities "
+                  f"{schedule[0]:g}..{max(schedule):g})")
