@@ -18,9 +18,10 @@ bit for bit, and a 4000 px photo costs no more than a small one.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from fgfem.errors import FgfemError
@@ -51,16 +52,24 @@ def convex_hull(points: np.ndarray) -> np.ndarray:
     return np.array(lower[:-1] + upper[:-1])
 
 
-def _gaussian_blur(mask: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of a 1 x 1 x H x W tensor, zero outside (pulls the border down)."""
+def _gaussian_blur(mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur, zero outside the crop (which pulls the mask down at its border).
+
+    Done as two small matrix products (``K @ mask @ K.T``): for a 256 px mask that is
+    ~1 ms, where a 1-channel ``conv2d`` with a 77-tap kernel takes ~60 ms on a CPU.
+    """
     if sigma <= 0:
         return mask
-    radius = max(1, int(round(3 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=mask.dtype)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    mask = F.conv2d(mask, kernel.view(1, 1, 1, -1), padding=(0, radius))
-    return F.conv2d(mask, kernel.view(1, 1, -1, 1), padding=(radius, 0))
+    kernel = _blur_matrix(mask.shape[0], float(sigma))
+    return kernel @ mask.astype(np.float32) @ kernel.T
+
+
+@functools.lru_cache(maxsize=8)
+def _blur_matrix(size: int, sigma: float) -> np.ndarray:
+    offsets = np.arange(size, dtype=np.float64)
+    kernel = np.exp(-0.5 * ((offsets[:, None] - offsets[None, :]) / sigma) ** 2)
+    kernel /= np.sqrt(2 * np.pi) * sigma  # the full-line integral, so mass leaving the crop is lost
+    return kernel.astype(np.float32)
 
 
 def crop_mask(crop_landmarks: np.ndarray, size: int, feather: float = 0.05) -> np.ndarray:
@@ -78,15 +87,14 @@ def crop_mask(crop_landmarks: np.ndarray, size: int, feather: float = 0.05) -> n
     canvas = Image.new("L", (size, size), 0)
     # PIL polygons use pixel corners; our coordinates are pixel centres.
     ImageDraw.Draw(canvas).polygon([(float(x) + 0.5, float(y) + 0.5) for x, y in hull], fill=255)
-    hard = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0)[None, None]
     sigma = feather * size
-    soft = _gaussian_blur(hard, sigma)[0, 0]
+    soft = _gaussian_blur(np.asarray(canvas, dtype=np.float32) / 255.0, sigma)
     # Fade to exactly zero before the crop border so the warped-back mask has no edge.
-    ramp = torch.clamp((torch.arange(size, dtype=torch.float32) + 0.5) / max(2.0 * sigma, 1.0), 0.0, 1.0)
-    ramp = torch.minimum(ramp, ramp.flip(0))
+    ramp = np.clip((np.arange(size, dtype=np.float32) + 0.5) / max(2.0 * sigma, 1.0), 0.0, 1.0)
+    ramp = np.minimum(ramp, ramp[::-1])
     soft = soft * ramp[None, :] * ramp[:, None]
-    soft = torch.where(soft < 1.0 / 512, torch.zeros_like(soft), soft)
-    return soft.clamp(0.0, 1.0).numpy()
+    soft[soft < 1.0 / 512] = 0.0
+    return np.clip(soft, 0.0, 1.0).astype(np.float32)
 
 
 def _crop_mask_for(aligned: AlignedBatch, index: int, feather: float) -> np.ndarray:
