@@ -1,0 +1,143 @@
+"""`fgfem render` on real videos: same frames/fps/duration, audio kept, face-less frames unchanged, drivers."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fgfem.aus import NUM_AUS, parse_au_specs
+from fgfem.cli import run
+from fgfem.editor import Editor, FaceTracker, TrackerConfig, driver_deltas, edit_frames, render_video
+from fgfem.video import ffmpeg_exe, iter_frames, probe_video
+
+
+@pytest.fixture(scope="module")
+def editor() -> Editor:
+    """A randomly initialised small generator: the video properties tested here hold for any G."""
+    from fgfem.nets import Generator, NetConfig
+
+    torch.manual_seed(0)
+    return Editor(Generator(NetConfig(name="tiny-test", conv_dim=8, critic_dim=8)), image_size=128,
+                  device="cpu", backend="dlib")
+
+
+def ffmpeg(*args: object) -> None:
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *map(str, args)], check=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def short_clip(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 12 frames of WolfgangLanger_Pexels.mp4 (a real face, 640x360, 23.98 fps), re-encoded."""
+    out = tmp_path_factory.mktemp("clips") / "wolfgang12.mp4"
+    ffmpeg("-i", samples / "pyfeat" / "WolfgangLanger_Pexels.mp4", "-frames:v", 12, "-an",
+           "-c:v", "libx264", "-crf", 12, "-pix_fmt", "yuv420p", out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def clip_with_audio(short_clip: Path) -> Path:
+    """Six frames of the short clip with a 440 Hz sine tone muxed in as an AAC audio stream."""
+    out = short_clip.with_name("wolfgang6_tone.mp4")
+    ffmpeg("-i", short_clip, "-f", "lavfi", "-i", "sine=frequency=440:duration=0.25", "-frames:v", 6,
+           "-c:v", "libx264", "-crf", 12, "-c:a", "aac", out)
+    return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def test_short_clip_keeps_frames_fps_and_duration(editor: Editor, short_clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    stats = render_video(editor, short_clip, out, parse_au_specs(["12=+2"]), batch=5)
+    before, after = probe_video(short_clip), probe_video(out)
+    assert after.frame_count == before.frame_count == stats.frames == 12
+    assert after.fps == pytest.approx(before.fps, rel=1e-3)
+    assert after.duration == pytest.approx(before.duration, abs=0.05)
+    assert after.size == before.size
+    assert stats.edited == 12  # the face is in every frame
+    assert stats.detections < 12  # tracked between detections, not detected every frame
+
+
+def test_zero_edit_video_is_the_input_up_to_the_codec(editor: Editor, short_clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "same.mp4"
+    render_video(editor, short_clip, out, parse_au_specs(["12=+2"]), intensity=0.0)
+    for a, b in zip(iter_frames(short_clip), iter_frames(out), strict=True):
+        assert psnr(a, b) > 38
+
+
+def test_audio_stream_is_kept(editor: Editor, clip_with_audio: Path, tmp_path: Path) -> None:
+    assert probe_video(clip_with_audio).has_audio
+    out = tmp_path / "with_audio.mp4"
+    render_video(editor, clip_with_audio, out, parse_au_specs(["12=+1"]), batch=6)
+    assert probe_video(out).has_audio
+    silent = tmp_path / "silent.mp4"
+    render_video(editor, clip_with_audio, silent, parse_au_specs(["12=+1"]), keep_audio=False)
+    assert not probe_video(silent).has_audio
+
+
+def test_frames_without_a_face_pass_through_bit_exactly(editor: Editor, samples: Path) -> None:
+    """face_noface.mov: a face, then a cartoon title; frames with no face must come back untouched."""
+    src = samples / "pyfeat" / "face_noface.mov"
+    every = 12  # every 12th frame keeps the test fast; the tracker still sees them as a sequence
+    frames = [f for i, f in enumerate(iter_frames(src)) if i % every == 0]
+    tracker = FaceTracker(editor.backend, TrackerConfig(redetect_every=1))
+    edited = list(edit_frames(editor, frames, lambda _i: parse_au_specs(["12=+2"]), tracker=tracker, batch=4))
+    detector_sees = [bool(editor.backend.detect(f)) for f in frames]
+    assert any(detector_sees) and not all(detector_sees)
+    for frame, result, has_face in zip(frames, edited, detector_sees, strict=True):
+        assert (result.faces > 0) == has_face
+        if not has_face:
+            assert result.rgb is frame or np.array_equal(result.rgb, frame)
+        else:
+            assert not np.array_equal(result.rgb, frame)
+
+
+def test_tracker_redetects_after_a_cut(editor: Editor, samples: Path) -> None:
+    frames = list(iter_frames(samples / "pyfeat" / "face_noface.mov"))
+    cut = next(i for i in range(1, len(frames)) if np.abs(frames[i].astype(int) - frames[i - 1]).mean() > 30)
+    tracker = FaceTracker(editor.backend, TrackerConfig(redetect_every=1000))
+    found = [len(tracker.update(f)) for f in frames[cut - 3: cut + 3]]
+    assert found[:3] == [1, 1, 1] and found[3:] == [0, 0, 0]
+
+
+def test_driver_deltas_are_relative_to_the_neutral_frame(editor: Editor, short_clip: Path) -> None:
+    deltas = driver_deltas(editor, short_clip, neutral=3)
+    assert deltas.shape == (12, NUM_AUS)
+    assert np.allclose(deltas[3], 0)
+    with pytest.raises(Exception, match="--driver-neutral"):
+        driver_deltas(editor, short_clip, neutral=99)
+
+
+def test_cli_render_with_driver(short_clip: Path, tmp_path: Path, capsys) -> None:
+    from fgfem.nets import Generator, NetConfig
+    from fgfem.weights import save_generator
+
+    cfg = NetConfig(name="tiny-test", conv_dim=8, critic_dim=8)
+    weights = tmp_path / "tiny.safetensors"
+    save_generator(weights, Generator(cfg), cfg)
+    out = tmp_path / "driven.mp4"
+    code = run(["render", str(short_clip), "--driver", str(short_clip), "-o", str(out), "--weights", str(weights),
+                "--device", "cpu", "--backend", "dlib", "--batch", "4"])
+    assert code == 0, capsys.readouterr().err
+    assert probe_video(out).frame_count == 12
+    assert run(["render", str(short_clip), "-o", str(out), "--au", "12=+1", "--weights", str(weights)]) == 1
+    assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_full_wolfgang_video(editor: Editor, samples: Path, tmp_path: Path) -> None:
+    """The whole 472-frame clip with its audio: same frame count, fps and duration."""
+    src = samples / "pyfeat" / "WolfgangLanger_Pexels.mp4"
+    out = tmp_path / "wolfgang.mp4"
+    stats = render_video(editor, src, out, parse_au_specs(["12=+1"]), batch=16)
+    before, after = probe_video(src), probe_video(out)
+    assert after.frame_count == before.frame_count == stats.frames
+    assert after.fps == pytest.approx(before.fps, rel=1e-3)
+    assert after.duration == pytest.approx(before.duration, abs=0.1)
+    assert after.has_audio == before.has_audio
