@@ -78,11 +78,12 @@ def list_sources(raw: Path, limit: int | None = None) -> list[Path]:
             raise FgfemError(f"{raw} is neither an image nor a video fgfem can read")
         files = [raw]
     else:
-        files = sorted(
-            p for p in raw.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(raw).parts)
-            and (is_image(p) or is_video(p))
-        )
+        files = []
+        # os.walk with followlinks: a raw folder is often a set of links to datasets kept elsewhere.
+        for folder, subfolders, names in os.walk(raw, followlinks=True):
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            files.extend(Path(folder) / n for n in names if not n.startswith(".") and (is_image(n) or is_video(n)))
+        files.sort()
         if not files:
             raise FgfemError(f"no images or videos found in {raw}")
     return files[:limit] if limit else files
@@ -159,7 +160,7 @@ class FaceCropper:
     def __call__(self, rgb: np.ndarray, key: str, out_dir: Path, label_key: str | None = None) -> PrepUnitResult:
         from PIL import Image
 
-        from fgfem.prep.align import align_faces
+        from fgfem.prep.align import align_faces, landmarks_in_crop
         from fgfem.prep.au_estimator import estimate_aus
 
         faces = self.backend.detect(rgb)
@@ -183,9 +184,12 @@ class FaceCropper:
             name = crop_name(key, index)
             with atomic_path(out_dir / name) as tmp:
                 Image.fromarray(crop).save(tmp, format="PNG")
+            in_crop = landmarks_in_crop(face, aligned.matrices[index])
             result.rows.append(
                 {"path": name, "source": key, "score": round(float(face.score), 4),
-                 "aus": [round(float(v), 4) for v in np.asarray(aus, dtype=np.float32)]}
+                 "aus": [round(float(v), 4) for v in np.asarray(aus, dtype=np.float32)],
+                 # Kept so that AUs can be re-estimated later (`relabel_dataset`) without detecting again.
+                 "landmarks": np.round(in_crop, 2).tolist()}
             )
         return result
 
@@ -384,3 +388,31 @@ def write_outputs(
         "rejects": rejects,
     }
     write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+def relabel_dataset(out_dir: Path) -> int:
+    """Re-estimate every crop's AUs from the landmarks kept in the journal; returns the rows changed.
+
+    Lets a dataset follow an improved AU estimator without running detection again.
+    """
+    from fgfem.prep.au_estimator import estimate_aus
+
+    done = read_journal(out_dir)
+    manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+    if str(manifest.get("au_source", "")).startswith("labels:"):
+        raise FgfemError(f"{out_dir} uses AU labels from {manifest['au_source'][7:]}; there is nothing to re-estimate")
+    changed = 0
+    for unit in done.values():
+        for row in unit.rows:
+            if "landmarks" in row:
+                row["aus"] = [round(float(v), 4) for v in estimate_aus(np.asarray(row["landmarks"], np.float32))]
+                changed += 1
+    rewritten = out_dir / (JOURNAL_NAME + ".new")
+    with atomic_path(rewritten) as tmp:
+        tmp.write_bytes(b"".join(
+            json.dumps(asdict(u), ensure_ascii=False).encode("utf-8", "surrogateescape") + b"\n" for u in done.values()
+        ))
+    os.replace(rewritten, out_dir / JOURNAL_NAME)
+    options = PrepOptions(size=int(manifest["size"]), backend=str(manifest.get("backend", "auto")))
+    write_outputs(out_dir, done, options, seconds=0.0, processed=0)
+    return changed
