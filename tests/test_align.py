@@ -172,6 +172,30 @@ def test_delta_mode_zero_edit_is_bit_exact_and_edits_stay_inside_the_mask(photos
     assert (out[..., 0].astype(int) - rgb[..., 0])[changed].mean() > 10
 
 
+def test_paste_into_a_huge_face_uses_only_its_region(photos):
+    """monalisa blown up 16x (2048 px, a ~1600 px face): the coarse warp-back path, still exact outside."""
+    from PIL import Image
+
+    small, (face,) = photos["monalisa"]
+    rgb = np.asarray(Image.fromarray(small).resize((2048, 2048), Image.Resampling.BILINEAR))
+    big = Face(box=face.box * 16, score=1.0, landmarks=(face.landmarks + 0.5) * 16 - 0.5)
+    aligned = align_faces(rgb, [big], 128)
+    reference = aligned.crops.clone()
+    assert np.array_equal(paste_back(rgb, reference.clone(), reference, aligned), rgb)
+    edited = reference.clone()
+    edited[:, 0] += 0.3
+    out = paste_back(rgb, edited, reference, aligned)
+    mask = face_mask(aligned, 0)
+    changed = np.any(out != rgb, axis=-1)
+    assert not np.any(changed & (mask == 0)) and changed.sum() > 0.5 * (mask > 0).sum()
+    shift = out[..., 0].astype(int) - rgb[..., 0]
+    assert np.median(shift[mask > 0.99]) >= 37  # 0.3 * 127.5, less only where 255 clips
+    # The red shift is smooth: no blocky steps from the coarse grid (away from clipping at 255).
+    steps = np.abs(np.diff(shift, axis=1))
+    unclipped = (mask[:, 1:] > 0.99) & (rgb[:, 1:, 0] < 200) & (rgb[:, :-1, 0] < 200)
+    assert unclipped.sum() > 10000 and steps[unclipped].max() <= 3
+
+
 def test_delta_mode_keeps_the_photos_own_detail(photos):
     """A 300 px face edited through a 128 px crop: the untouched detail is the photo's, not the crop's."""
     rgb, faces = photos["surprise"]

@@ -170,6 +170,18 @@ def test_fan_files_present_are_recognised(tmp_path, monkeypatch):
     assert resolve_backend_name("AUTO") == "fan"
 
 
+@pytest.mark.slow  # imports face-alignment (numba, scikit-image): several seconds
+def test_damaged_fan_files_are_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    for name in fan_backend.FAN_FILES:
+        (folder / name).write_bytes(b"not a checkpoint")
+    with pytest.raises(FgfemError, match="could not be loaded") as raised:
+        fan_backend.FanBackend(device="cpu")
+    assert "\n" not in str(raised.value) and str(folder) in str(raised.value)
+
+
 def test_backend_status_is_cheap_and_complete():
     start = time.perf_counter()
     statuses = backend_status()

@@ -125,7 +125,8 @@ class DlibBackend(FaceBackend):
         rgb = as_rgb(rgb)
         faces = []
         for x0, y0, x1, y1, score in as_boxes(boxes):
-            rect = self._dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)))
+            # dlib rectangles include their right/bottom pixel; our boxes end one past it.
+            rect = self._dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)) - 1, int(round(y1)) - 1)
             shape = self._predictor(rgb, rect)
             points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
             faces.append(Face(box=np.array([x0, y0, x1, y1]), score=float(score), landmarks=points))

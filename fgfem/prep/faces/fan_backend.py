@@ -105,7 +105,12 @@ class FanBackend(FaceBackend):
                                   "face_detector_kwargs": {"filter_threshold": self.config.min_score}}
         if "compile" in inspect.signature(face_alignment.FaceAlignment.__init__).parameters:
             kwargs["compile"] = False  # torch.compile costs minutes and writes a cache in $HOME
-        self._fa = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, **kwargs)
+        try:
+            self._fa = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, **kwargs)
+        except Exception as problem:  # a truncated or wrong file: say which folder to fix
+            raise FgfemError(f"FAN weights in {checkpoint_dir()} could not be loaded ({type(problem).__name__}: "
+                             f"{str(problem).splitlines()[0] if str(problem) else ''}); delete them and download "
+                             "again, or use --backend dlib") from None
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         from fgfem.prep.faces.dlib_backend import _resized
