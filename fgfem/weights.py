@@ -353,14 +353,12 @@ def _first_line(problem: BaseException) -> str:
 
 
 def _as_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        from fgfem.devices import resolve_device
+    """A torch.device as given, or a device spec (``auto``, ``cuda:1``) checked by ``resolve_device``."""
+    if isinstance(device, torch.device):
+        return device
+    from fgfem.devices import resolve_device
 
-        return resolve_device("auto").device
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as problem:
-        raise FgfemError(f"unknown device {device!r} ({_first_line(problem)})") from None
+    return resolve_device(device).device
 
 
 # ---------------------------------------------------------------------------- reference checkpoints

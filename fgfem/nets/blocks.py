@@ -129,10 +129,12 @@ class MSFSkipUnit(nn.Module):
 def init_normal(module: nn.Module, std: float = 0.02) -> None:
     """DCGAN-style init used by the reference: conv weights ~ N(0, std), biases 0.
 
-    Affine InstanceNorm keeps PyTorch's (1, 0), as in the reference.
+    Affine InstanceNorm keeps PyTorch's (1, 0), as in the reference. Tensors on the
+    meta device (built only to be loaded into) are skipped: the first ``normal_`` on
+    meta costs seconds of one-off set-up in PyTorch, for values that are never read.
     """
     for layer in module.modules():
-        if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
+        if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d) and not layer.weight.is_meta:
             nn.init.normal_(layer.weight, 0.0, std)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
