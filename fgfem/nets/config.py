@@ -42,8 +42,6 @@ class NetConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise FgfemError(f"network config {self.name!r}: {field} must be a positive integer, "
                                  f"got {value!r}")
-        if self.conv_dim % 2:
-            raise FgfemError(f"network config {self.name!r}: conv_dim must be even, got {self.conv_dim}")
         multiple = max(2**self.critic_layers, 16)
         if self.image_size % multiple:
             raise FgfemError(f"image size {self.image_size} is not a multiple of {multiple} "
