@@ -27,6 +27,8 @@ def atomic_path(final: str | os.PathLike[str], *, suffix: str | None = None) -> 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.partial-", suffix=keep_suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp creates 0600 files; give the result the permissions a plain open() would (0666 minus umask).
+    os.chmod(tmp, 0o666 & ~_current_umask())
     try:
         yield tmp
         _fsync_file(tmp)
@@ -36,6 +38,12 @@ def atomic_path(final: str | os.PathLike[str], *, suffix: str | None = None) -> 
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
