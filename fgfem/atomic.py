@@ -28,7 +28,7 @@ def atomic_path(final: str | os.PathLike[str], *, suffix: str | None = None) -> 
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp creates 0600 files; give the result the permissions a plain open() would (0666 minus umask).
-    os.chmod(tmp, 0o666 & ~_current_umask())
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield tmp
         _fsync_file(tmp)
@@ -40,10 +40,14 @@ def atomic_path(final: str | os.PathLike[str], *, suffix: str | None = None) -> 
         raise
 
 
-def _current_umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once at import: os.umask is process-wide, so toggling it later could race with writer threads.
+_UMASK = _read_umask()
 
 
 def write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
