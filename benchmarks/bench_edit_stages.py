@@ -30,9 +30,10 @@ from rich.console import Console
 from rich.table import Table
 
 from fgfem.aus import parse_au_specs
-from fgfem.editor import Editor, FaceTracker, TrackerConfig
+from fgfem.editor import Editor
 from fgfem.media import load_image, save_image
 from fgfem.paths import SOURCE_ROOT, find_default_weights, shared_dir
+from fgfem.render import FaceTracker, TrackerConfig
 from fgfem.video import VideoWriter, ffmpeg_exe, iter_frames, probe_video
 
 STAGES = ("decode", "detect", "align", "generate", "paste", "encode")

@@ -13,9 +13,8 @@ and smooths the landmarks over time so the crops do not jitter.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,7 +85,7 @@ def to_uint8_images(batch: torch.Tensor) -> np.ndarray:
     return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _as_tensor(crops: Any, device: torch.device) -> torch.Tensor:
+def as_tensor(crops: Any, device: torch.device) -> torch.Tensor:
     tensor = crops if isinstance(crops, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(crops))
     return tensor.to(device=device, dtype=torch.float32)
 
@@ -203,7 +202,7 @@ class Editor:
         the model's device.
         """
         device = self.device.device
-        x = _as_tensor(crops, device)
+        x = as_tensor(crops, device)
         rel = torch.as_tensor(np.asarray(rel_aus, dtype=np.float32), device=device) / AU_SCALE
         if x.shape[0] != rel.shape[0]:
             raise ValueError(f"{x.shape[0]} crops but {rel.shape[0]} AU vectors")
@@ -223,7 +222,7 @@ class Editor:
         reference, which makes a zero edit reproduce ``G(x, 0)`` exactly and so the
         delta paste-back return the photo bit for bit.
         """
-        x = _as_tensor(crops, self.device.device)
+        x = as_tensor(crops, self.device.device)
         count = x.shape[0]
         rows_x = [x]
         rows_rel = [np.zeros((count, NUM_AUS), dtype=np.float32)]
@@ -283,7 +282,7 @@ class Editor:
             images=images,
             crops=np.stack([to_uint8_images(e) for e in edited]),
             reference_crops=to_uint8_images(reference),
-            input_crops=to_uint8_images(_as_tensor(aligned.crops, torch.device("cpu"))),
+            input_crops=to_uint8_images(as_tensor(aligned.crops, torch.device("cpu"))),
             source_aus=source_aus,
             deltas=deltas,
             aligned=aligned,
@@ -376,300 +375,3 @@ def edit_file(
     if written.compare is not None:
         save_image(None, side_by_side(loaded.rgb, result.images[0]), written.compare, force=force)
     return written, result
-
-
-# =============================================================================== video
-def frame_difference(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean absolute difference of two frames on a coarse grid: a cheap scene-cut detector."""
-    step = max(1, min(a.shape[0], a.shape[1]) // 64)
-    return float(np.mean(np.abs(a[::step, ::step].astype(np.int16) - b[::step, ::step].astype(np.int16))))
-
-
-def box_of(points: np.ndarray) -> np.ndarray:
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    return np.concatenate([pts.min(axis=0), pts.max(axis=0)])
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
-@dataclass
-class TrackerConfig:
-    """How ``FaceTracker`` trades speed for robustness.
-
-    A full detection runs on the first frame, every ``redetect_every`` frames, after a
-    scene cut (mean frame difference above ``cut_threshold`` grey levels) and whenever
-    the tracked landmarks jump away from the previous box (IoU below ``min_iou``).
-    """
-
-    face: str = "largest"
-    redetect_every: int = 10
-    cut_threshold: float = 30.0
-    min_iou: float = 0.3
-    smooth: bool = True
-    fps: float = 25.0
-
-
-@dataclass
-class _Track:
-    """One followed face: its landmark box, and the detector's box in units of that box.
-
-    Backends fit landmarks best inside the kind of box their own detector draws, so the
-    box handed to ``landmarks_for_boxes`` is the detector's box carried along with the
-    landmarks (same offset and scale relative to them), not the landmark extent itself.
-    """
-
-    box: np.ndarray
-    detector_offset: np.ndarray
-    smoother: Any
-
-    @staticmethod
-    def offset_of(detector_box: np.ndarray, landmark_box: np.ndarray) -> np.ndarray:
-        centre, side = _centre_side(landmark_box)
-        return (np.asarray(detector_box[:4], dtype=np.float64) - np.tile(centre, 2)) / side
-
-    def detector_box(self) -> np.ndarray:
-        centre, side = _centre_side(self.box)
-        return np.tile(centre, 2) + self.detector_offset * side
-
-
-def _centre_side(box: np.ndarray) -> tuple[np.ndarray, float]:
-    box = np.asarray(box, dtype=np.float64)
-    return (box[:2] + box[2:4]) / 2, float(max(box[2] - box[0], box[3] - box[1], 1.0))
-
-
-class FaceTracker:
-    """Faces in consecutive video frames, with temporally smoothed landmarks.
-
-    Between detections the face is *followed*: the landmark model runs inside the box of
-    the previous frame's landmarks, which costs a fraction of a detection. Smoothing is
-    a One-Euro filter per face (``fgfem.prep.smoothing``), reset whenever a face is
-    re-acquired so that it never drags landmarks across a cut.
-    """
-
-    def __init__(self, backend: FaceBackend, config: TrackerConfig | None = None) -> None:
-        self.backend = backend
-        self.config = config or TrackerConfig()
-        self.tracks: list[_Track] = []
-        self.previous: np.ndarray | None = None
-        self.index = 0
-        self.detections = 0
-
-    def _detect(self, rgb: np.ndarray) -> list[Face]:
-        from fgfem.prep.faces import select_faces
-
-        self.detections += 1
-        return list(select_faces(self.backend.detect(rgb), self.config.face))
-
-    def _new_smoother(self) -> Any:
-        if not self.config.smooth:
-            return None
-        from fgfem.prep.smoothing import OneEuroFilter
-
-        return OneEuroFilter(freq=self.config.fps)
-
-    def update(self, rgb: np.ndarray) -> list[Face]:
-        """The faces of the next frame (empty when there is none), landmarks smoothed."""
-        cfg = self.config
-        cut = self.previous is not None and frame_difference(rgb, self.previous) > cfg.cut_threshold
-        due = self.index % max(1, cfg.redetect_every) == 0
-        self.previous = rgb
-        self.index += 1
-        faces: list[Face] = []
-        if self.tracks and not cut and not due:
-            faces = list(self.backend.landmarks_for_boxes(rgb, [t.detector_box() for t in self.tracks]))
-            lost = len(faces) != len(self.tracks) or any(
-                not np.all(np.isfinite(f.landmarks)) or box_iou(box_of(f.landmarks), t.box) < cfg.min_iou
-                for f, t in zip(faces, self.tracks, strict=True)
-            )
-            if lost:
-                faces = []
-                self.tracks = []
-        if not faces:
-            faces = self._detect(rgb)
-            self._match(faces, reset=cut)
-        return [self._smooth(f, t) for f, t in zip(faces, self.tracks, strict=True)]
-
-    def _match(self, faces: list[Face], *, reset: bool) -> None:
-        """Pair fresh detections with existing tracks (by box overlap) to keep their smoothing state."""
-        old = [] if reset else self.tracks
-        tracks: list[_Track] = []
-        for face in faces:
-            box = box_of(face.landmarks)
-            best = max(old, key=lambda t: box_iou(t.box, box), default=None)
-            offset = _Track.offset_of(face.box, box)
-            if best is not None and box_iou(best.box, box) >= self.config.min_iou:
-                old = [t for t in old if t is not best]
-                best.detector_offset = offset
-                tracks.append(best)
-            else:
-                tracks.append(_Track(box=box, detector_offset=offset, smoother=self._new_smoother()))
-        self.tracks = tracks
-
-    def _smooth(self, face: Face, track: _Track) -> Face:
-        """Smooth the landmarks; the track follows the *raw* landmarks so smoothing lag never loses the face."""
-        raw = np.asarray(face.landmarks, dtype=np.float32)
-        track.box = box_of(raw)
-        if track.smoother is None:
-            return face
-        landmarks = np.asarray(track.smoother(raw, self.index / self.config.fps), dtype=np.float32)
-        return dataclasses.replace(face, landmarks=landmarks)
-
-
-@dataclass
-class FrameEdit:
-    """One output frame: the picture and whether a face was edited in it."""
-
-    rgb: np.ndarray
-    faces: int
-
-
-def edit_frames(
-    editor: Editor,
-    frames: Iterable[np.ndarray],
-    spec_for_frame: Callable[[int], EditSpec],
-    *,
-    tracker: FaceTracker | None = None,
-    batch: int = 8,
-    mode: str = "delta",
-    intensity: float = 1.0,
-) -> Iterator[FrameEdit]:
-    """Edit a stream of frames, ``batch`` frames per generator call; frames without a face pass unchanged.
-
-    ``spec_for_frame(i)`` gives the edit for frame ``i`` (a fixed ``--au`` edit, or a
-    driver's per-frame change). The returned frames are the input arrays themselves when
-    no face was found, so "unchanged" is exact before the encoder.
-    """
-    check_mode(mode)
-    tracker = tracker or FaceTracker(editor.backend)
-    pending: list[tuple[np.ndarray, list[Face], np.ndarray]] = []
-    for index, rgb in enumerate(frames):
-        faces = tracker.update(rgb)
-        deltas = editor.deltas_for(spec_for_frame(index), editor.measure_aus(faces)) if faces else None
-        pending.append((rgb, faces, deltas if deltas is not None else np.zeros((0, NUM_AUS), np.float32)))
-        if len(pending) >= max(1, batch):
-            yield from _flush(editor, pending, mode, intensity)
-            pending = []
-    if pending:
-        yield from _flush(editor, pending, mode, intensity)
-
-
-def _flush(
-    editor: Editor, pending: list[tuple[np.ndarray, list[Face], np.ndarray]], mode: str, intensity: float
-) -> Iterator[FrameEdit]:
-    """Align every face of the pending frames, run them through the generator together, paste back."""
-    aligned = [editor.align(rgb, faces) if faces else None for rgb, faces, _ in pending]
-    crops = [_as_tensor(a.crops, editor.device.device) for a in aligned if a is not None]
-    if crops:
-        deltas = np.concatenate([d for _, faces, d in pending if faces])
-        edited, reference = editor.edit_batch(torch.cat(crops), deltas, [intensity])
-        edited = edited[0]
-    start = 0
-    for (rgb, faces, _), batch_aligned in zip(pending, aligned, strict=True):
-        if batch_aligned is None:
-            yield FrameEdit(rgb=rgb, faces=0)
-            continue
-        stop = start + len(faces)
-        out = editor.paste(rgb, edited[start:stop], reference[start:stop], batch_aligned, mode=mode)
-        start = stop
-        yield FrameEdit(rgb=out, faces=len(faces))
-
-
-@dataclass
-class RenderStats:
-    """What a video render did, for the summary line and tests."""
-
-    frames: int = 0
-    edited: int = 0
-    detections: int = 0
-    seconds: float = 0.0
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-
-def driver_deltas(
-    editor: Editor, driver: Path, *, neutral: int = 0, tracker_config: TrackerConfig | None = None
-) -> np.ndarray:
-    """T x 17 relative AUs of a driving video: AUs(frame t) - AUs(frame ``neutral``).
-
-    Frames where the driver's face is lost repeat the last measured change (a driver
-    who turns away should not snap the edited face back to neutral).
-    """
-    from fgfem.video import iter_frames, probe_video
-
-    info = probe_video(driver)
-    config = tracker_config or TrackerConfig(fps=info.fps or 25.0)
-    tracker = FaceTracker(editor.backend, config)
-    measured: list[np.ndarray | None] = []
-    for rgb in iter_frames(driver):
-        faces = tracker.update(rgb)
-        measured.append(editor.measure_aus(faces[:1])[0] if faces else None)
-    if not measured:
-        raise FgfemError(f"driving video {driver.name} has no frames")
-    if not 0 <= neutral < len(measured):
-        raise FgfemError(f"--driver-neutral {neutral} is outside the driving video's {len(measured)} frames")
-    base = measured[neutral]
-    if base is None:
-        raise NoFaceError(f"no face in frame {neutral} of the driving video; choose a neutral frame with "
-                          "--driver-neutral N")
-    deltas = np.zeros((len(measured), NUM_AUS), dtype=np.float32)
-    last = np.zeros(NUM_AUS, dtype=np.float32)
-    for t, aus in enumerate(measured):
-        if aus is not None:
-            last = (aus - base).astype(np.float32)
-        deltas[t] = last
-    return deltas
-
-
-def render_video(
-    editor: Editor,
-    src: Path,
-    out: Path,
-    spec: EditSpec | Callable[[int], EditSpec],
-    *,
-    batch: int = 8,
-    intensity: float = 1.0,
-    mode: str = "delta",
-    tracker_config: TrackerConfig | None = None,
-    keep_audio: bool = True,
-    force: bool = False,
-    on_frame: Callable[[int, int], None] | None = None,
-) -> RenderStats:
-    """Edit every frame of ``src`` into ``out`` with the same fps and frame count, audio kept.
-
-    ``spec`` is one edit for all frames or a function of the frame index (``--driver``).
-    ``on_frame(done, total)`` reports progress (total is 0 when the container does not say).
-    """
-    import time
-
-    from fgfem.media import check_writable
-    from fgfem.video import VideoWriter, open_frames, probe_video
-
-    check_writable(out, force=force)
-    info = probe_video(src)
-    config = tracker_config or TrackerConfig()
-    config = dataclasses.replace(config, fps=info.fps or config.fps)
-    tracker = FaceTracker(editor.backend, config)
-    spec_for_frame = spec if callable(spec) else (lambda _index: spec)
-    stats = RenderStats()
-    started = time.perf_counter()
-    total = int(info.frame_count or 0)
-    with open_frames(src) as frames, VideoWriter(out, info.fps, info.size, force=force,
-                                                 audio_from=src if keep_audio and info.has_audio else None) as writer:
-        for frame in edit_frames(editor, frames, spec_for_frame, tracker=tracker, batch=batch, mode=mode,
-                                 intensity=intensity):
-            writer.write(frame.rgb)
-            stats.frames += 1
-            stats.edited += frame.faces > 0
-            if on_frame is not None:
-                on_frame(stats.frames, total)
-    stats.detections = tracker.detections
-    stats.seconds = time.perf_counter() - started
-    return stats

@@ -11,7 +11,8 @@ import torch
 
 from fgfem.aus import NUM_AUS, parse_au_specs
 from fgfem.cli import run
-from fgfem.editor import Editor, FaceTracker, TrackerConfig, driver_deltas, edit_frames, render_video
+from fgfem.editor import Editor
+from fgfem.render import FaceTracker, TrackerConfig, driver_deltas, edit_frames, render_video
 from fgfem.video import ffmpeg_exe, iter_frames, probe_video
 
 

@@ -54,26 +54,27 @@ def render(
       [bold]fgfem render clip.mp4 --driver actor.mp4 -o driven.mp4[/]
     """
     from fgfem.aus import parse_au_specs
-    from fgfem.editor import TrackerConfig, check_mode, check_one_source, driver_deltas, load_target, render_video
-    from fgfem.media import check_writable, is_video
+    from fgfem.editor import check_mode, check_one_source, load_target
+    from fgfem.media import check_writable, describe_path, is_video
+    from fgfem.render import TrackerConfig, driver_deltas, render_video
 
     check_one_source(au, driver=driver, target=target)
     edits = parse_au_specs(au) if au else None
     check_mode(mode)
     for name, path in (("input", source), ("driver", driver)):
         if path is not None and not path.is_file():
-            raise FgfemError(f"{name} video {path} does not exist")
+            raise FgfemError(f"{name} video {describe_path(path)} does not exist")
     if not is_video(source):
-        raise FgfemError(f"{source.name} is not a video fgfem reads; for photos use `fgfem edit`")
+        raise FgfemError(f"{describe_path(source.name)} is not a video fgfem reads; for photos use `fgfem edit`")
     if out.suffix.lower() not in (".mp4", ".m4v", ".mov", ".mkv"):
-        raise FgfemError(f"cannot write {out.name}: name the output .mp4")
+        raise FgfemError(f"cannot write {describe_path(out.name)}: name the output .mp4")
     if batch < 1 or redetect < 1:
         raise FgfemError("--batch and --redetect must be at least 1")
     check_writable(out, force=force)
     editor = load_editor(weights, device, backend)
     config = TrackerConfig(face=face, redetect_every=redetect, smooth=smooth)
     if driver is not None:
-        with console.status(f"measuring the expressions in {driver.name}"):
+        with console.status(f"measuring the expressions in {describe_path(driver.name)}"):
             deltas = driver_deltas(editor, driver, neutral=driver_neutral)
         spec = lambda index: deltas[min(index, len(deltas) - 1)]  # noqa: E731 (the driver's change at this frame)
     else:
@@ -89,5 +90,5 @@ def render(
 
         stats = render_video(editor, source, out, spec, batch=batch, intensity=intensity, mode=mode,
                              tracker_config=config, keep_audio=audio, force=force, on_frame=report)
-    console.print(f"[green]wrote[/] {out}: {stats.frames} frames ({stats.edited} with a face edited), "
+    console.print(f"[green]wrote[/] {describe_path(out)}: {stats.frames} frames ({stats.edited} with a face edited), "
                   f"{stats.fps:.1f} fps, {stats.detections} full detections")
