@@ -24,6 +24,9 @@ def prep_command(
     backend: str = typer.Option("auto", "--backend", help="Face backend: auto, dlib or fan."),
     workers: int = typer.Option(1, "--workers", help="Parallel processes for photos."),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N files (quick looks)."),
+    quick: bool = typer.Option(
+        False, "--quick", help="~5x faster detection that finds ~80% of faces (for large face collections)."
+    ),
 ) -> None:
     """Detect, align and crop every face, and label its AUs.
 
@@ -35,6 +38,7 @@ def prep_command(
       [bold]fgfem prep imgs/ data/ --labels aus_openface.pkl[/]
     """
     from fgfem.errors import FgfemError
+    from fgfem.media import describe_path
     from fgfem.prep.dataset import PrepOptions, build_dataset
 
     if size % 64 or size <= 0:
@@ -44,7 +48,7 @@ def prep_command(
     if workers < 1:
         raise FgfemError("--workers must be at least 1")
     options = PrepOptions(size=size, min_face=min_face, backend=backend, fps=fps, faces=faces, labels=labels,
-                          workers=workers, limit=limit)
+                          workers=workers, limit=limit, quick=quick)
     columns = (TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
@@ -56,8 +60,26 @@ def prep_command(
             progress.update(task, completed=done, total=total, rate=rate)
 
         summary = build_dataset(raw, data_dir, options, progress=report)
+    if summary.faces == 0:
+        raise FgfemError(f"no usable face in {describe_path(raw)}: {_first_reject(summary.out_dir)}")
     console.print(
-        f"{summary.out_dir}: {summary.faces} faces from {summary.sources} files, {summary.rejects} rejected "
+        f"{describe_path(summary.out_dir)}: {summary.faces} faces from {summary.sources} files, "
+        f"{summary.rejects} rejected "
         f"(reasons in manifest.json); this run processed {summary.processed} units "
         f"({summary.done_before} already done) in {summary.seconds:.1f} s, {summary.units_per_second:.1f}/s"
     )
+
+
+def _first_reject(out_dir: Path) -> str:
+    """Why the first source was rejected, from the manifest (a dataset with no face cannot train)."""
+    import json
+
+    from fgfem.media import describe_path
+
+    try:
+        rejects = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8")).get("rejects") or []
+        first = rejects[0]
+        more = f" (and {len(rejects) - 1} more rejected, reasons in manifest.json)" if len(rejects) > 1 else ""
+        return describe_path(f"{first['source']}: {first['reason']}{more}")
+    except (OSError, ValueError, LookupError, TypeError, AttributeError):
+        return "every source was rejected (reasons in manifest.json)"

@@ -40,6 +40,9 @@ class PrepOptions:
     labels: Path | None = None  # existing AU labels instead of the estimator
     workers: int = 1
     limit: int | None = None  # only the first N source files (tests, quick looks)
+    # Skip the CNN check of doubtful dlib detections and scan a smaller copy: ~5x faster, finds ~80% of
+    # the faces. Right for large face collections, where a missed face costs nothing but time matters.
+    quick: bool = False
 
 
 @dataclass
@@ -69,13 +72,13 @@ class PrepSummary:
 # ---------------------------------------------------------------------------------------------- sources
 def list_sources(raw: Path, limit: int | None = None) -> list[Path]:
     """Every image and video under ``raw`` (or ``raw`` itself), in a stable order."""
-    from fgfem.media import is_image, is_video
+    from fgfem.media import describe_path, is_image, is_video
 
     if not raw.exists():
-        raise FgfemError(f"input not found: {raw}")
+        raise FgfemError(f"input not found: {describe_path(raw)}")
     if raw.is_file():
         if not (is_image(raw) or is_video(raw)):
-            raise FgfemError(f"{raw} is neither an image nor a video fgfem can read")
+            raise FgfemError(f"{describe_path(raw)} is neither an image nor a video fgfem can read")
         files = [raw]
     else:
         files = []
@@ -85,7 +88,7 @@ def list_sources(raw: Path, limit: int | None = None) -> list[Path]:
             files.extend(Path(folder) / n for n in names if not n.startswith(".") and (is_image(n) or is_video(n)))
         files.sort()
         if not files:
-            raise FgfemError(f"no images or videos found in {raw}")
+            raise FgfemError(f"no images or videos found in {describe_path(raw)}")
     return files[:limit] if limit else files
 
 
@@ -151,10 +154,15 @@ class FaceCropper:
     """Detect -> select -> align -> crop -> label for one RGB frame; holds the loaded models."""
 
     def __init__(self, options: PrepOptions, labels: dict[str, np.ndarray] | None) -> None:
-        from fgfem.prep.faces import get_backend
+        from fgfem.prep.faces import get_backend, resolve_backend_name
 
         self.options = options
-        self.backend = get_backend(options.backend)
+        if options.quick and resolve_backend_name(options.backend) == "dlib":
+            from fgfem.prep.faces.dlib_backend import DlibBackend, DlibConfig
+
+            self.backend = DlibBackend(DlibConfig(detect_size=480, verify=False))
+        else:
+            self.backend = get_backend(options.backend)
         self.labels = labels
 
     def __call__(self, rgb: np.ndarray, key: str, out_dir: Path, label_key: str | None = None) -> PrepUnitResult:
