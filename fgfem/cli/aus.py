@@ -31,16 +31,16 @@ def aus_command(
 
     AUs marked * are weakly visible in landmarks and are estimated from proxies.
     """
-    from fgfem.media import is_video, iter_image_files
+    from fgfem.media import describe_path, is_video, iter_image_files
     from fgfem.prep.au_estimator import LOW_CONFIDENCE_AUS
     from fgfem.prep.faces import get_backend
     from fgfem.prep.measure import measure_paths, measure_video, plot_curves, write_records
 
     if not source.exists():
-        raise FgfemError(f"input not found: {source}")
+        raise FgfemError(f"input not found: {describe_path(source)}")
     for target in (out, plot):
         if target is not None and target.exists() and not force:
-            raise FgfemError(f"{target} exists; pass --force to overwrite it")
+            raise FgfemError(f"{describe_path(target)} exists; pass --force to overwrite it")
     detector = get_backend(backend)
     skipped = []
     if source.is_file() and is_video(source):
@@ -48,7 +48,7 @@ def aus_command(
             task = progress.add_task("frames", total=None)
             records = list(measure_video(source, detector, on_frame=lambda i: progress.update(task, completed=i + 1)))
         if not records:
-            raise FgfemError(f"no face found in any frame of {source}")
+            raise FgfemError(f"no face found in any frame of {describe_path(source)}")
     else:
         if plot is not None:
             raise FgfemError("--plot draws AU curves over time and needs a video")
@@ -61,15 +61,23 @@ def aus_command(
             raise FgfemError(reason)
     _show(records, LOW_CONFIDENCE_AUS)
     for skip in skipped:
-        err_console.print(f"[yellow]skipped[/] {skip.source}: {skip.reason}", soft_wrap=True)
+        err_console.print(f"[yellow]skipped[/] {describe_path(skip.source)}: {describe_path(skip.reason)}",
+                          soft_wrap=True)
     if out is not None:
         write_records(records, out, LOW_CONFIDENCE_AUS, force=force)
-        console.print(f"wrote {len(records)} rows to {out}")
+        console.print(f"wrote {len(records)} rows to {describe_path(out)}")
     if plot is not None:
         plot_curves(records, plot, force=force)
-        console.print(f"wrote AU curves to {plot}")
+        console.print(f"wrote AU curves to {describe_path(plot)}")
     if skipped:
         raise typer.Exit(1)
+
+
+def _name(source: str) -> str:
+    """A file name fit to print, whatever its encoding (non-UTF-8 names hold lone surrogates)."""
+    from fgfem.media import describe_path
+
+    return describe_path(Path(source).name)
 
 
 def _progress() -> Progress:
@@ -81,11 +89,11 @@ def _show(records: list, low_confidence: tuple[str, ...], max_rows: int = 40) ->
     """A few faces read best with AUs as rows; many faces or frames with AUs as columns."""
     if len(records) <= 6:
         one_source = len({r.source for r in records}) == 1
-        title = Path(records[0].source).name + ": " if one_source else ""
+        title = _name(records[0].source) + ": " if one_source else ""
         table = Table(title=f"{title}AU intensities (0-5); * = weakly visible in landmarks")
         table.add_column("AU")
         for r in records:
-            name = "" if one_source else Path(r.source).name + " "
+            name = "" if one_source else _name(r.source) + " "
             table.add_column(f"{name}face {r.face}" if r.frame is None else f"frame {r.frame}", justify="right")
         for index, code in enumerate(AU_CODES):
             table.add_row(code + ("*" if code in low_confidence else ""), *(f"{r.aus[index]:.2f}" for r in records))
@@ -98,7 +106,7 @@ def _show(records: list, low_confidence: tuple[str, ...], max_rows: int = 40) ->
         table.add_column(code[2:] + ("*" if code in low_confidence else ""), justify="right", min_width=4)
     shown = records if len(records) <= max_rows else records[:: max(1, len(records) // max_rows)]
     for r in shown:
-        where = str(r.frame) if by_frame else f"{Path(r.source).name}:{r.face}"
+        where = str(r.frame) if by_frame else f"{_name(r.source)}:{r.face}"
         table.add_row(where, *(f"{v:.1f}" for v in r.aus))
     console.print(table)
     if len(shown) < len(records):

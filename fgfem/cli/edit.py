@@ -81,7 +81,7 @@ def edit(
     batch = source.is_dir()
     editor = load_editor(weights, device, backend)
     spec = edits if edits is not None else load_target(editor, target)
-    what = format_edits(edits) if edits else f"expression of {target.name}"
+    what = format_edits(edits) if edits else f"expression of {describe_path(target.name)}"
     if not batch:
         dest = output_path_for(files[0], out, is_batch=False)
         written, result = edit_file(editor, files[0], dest, spec, intensity=intensity, face=face, mode=mode,
@@ -96,14 +96,14 @@ def edit(
                   TextColumn("{task.fields[name]}"), console=err_console, transient=False) as progress:
         task = progress.add_task("edit", total=len(files), name="")
         for src in files:
-            progress.update(task, name=src.name)
+            progress.update(task, name=describe_path(src.name))
             dest = output_path_for(src, out, is_batch=True, root=source)
             try:
                 edit_file(editor, src, dest, spec, intensity=intensity, face=face, mode=mode,
                           crop=crop, compare=compare, force=force)
             except FgfemError as problem:
                 failures.append((src, str(problem)))
-                progress.console.print(f"[yellow]skipped[/] {describe_path(src)}: {problem}")
+                progress.console.print(f"[yellow]skipped[/] {describe_path(src)}: {describe_path(str(problem))}")
             progress.advance(task)
     done = len(files) - len(failures)
     folder = output_path_for(files[0], out, is_batch=True, root=source).parent

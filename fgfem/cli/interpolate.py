@@ -64,7 +64,7 @@ def interpolate(
     )
     from fgfem.aus import au_index, parse_au_specs
     from fgfem.editor import check_mode, check_one_source, load_target
-    from fgfem.media import check_writable, load_image, save_image
+    from fgfem.media import check_writable, describe_path, load_image, save_image
 
     check_mode(mode)
     if not 16 <= size <= 2048:
@@ -84,7 +84,7 @@ def interpolate(
             picture = expression_grid(editor, load_image(source).rgb, rows, columns, face=face, mode=mode,
                                       full=full, size=size)
         save_image(None, picture, out, force=force)
-        console.print(f"[green]wrote[/] {out} ({len(rows)} AUs x {len(columns)} changes)")
+        console.print(f"[green]wrote[/] {describe_path(out)} ({len(rows)} AUs x {len(columns)} changes)")
         return
     check_one_source(au, target=target)
     edits = parse_au_specs(au) if au else None
@@ -96,5 +96,5 @@ def interpolate(
         rendered = interpolation_frames(editor, load_image(source).rgb, spec, schedule, face=face, mode=mode,
                                         full=full, size=size)
         save_animation(rendered, out, fps=fps, force=force)
-    console.print(f"[green]wrote[/] {out} ({len(rendered)} frames, intensities "
+    console.print(f"[green]wrote[/] {describe_path(out)} ({len(rendered)} frames, intensities "
                   f"{schedule[0]:g}..{max(schedule):g})")

@@ -371,17 +371,19 @@ def write_outputs(
     out_dir: Path, done: dict[str, PrepUnitResult], options: PrepOptions, *, seconds: float, processed: int
 ) -> None:
     """Rewrite ``aus.csv`` and ``manifest.json`` from the journal, atomically."""
+    from fgfem.media import describe_path
     from fgfem.prep.align import TEMPLATE_VERSION
     from fgfem.prep.labels import AURow, write_aus_csv
 
     units = sorted(done.values(), key=lambda u: u.source)
     rows = [
-        AURow(path=str(r["path"]), source=str(r["source"]), score=float(r["score"]),  # type: ignore[arg-type]
-               aus=np.asarray(r["aus"], dtype=np.float32))
+        AURow(path=str(r["path"]), source=describe_path(str(r["source"])),
+              score=float(r["score"]), aus=np.asarray(r["aus"], dtype=np.float32))
         for u in units for r in u.rows
     ]
     write_aus_csv(out_dir / "aus.csv", rows)
-    rejects = [{"source": u.source, "reason": u.reject} for u in units if u.reject]
+    # non-UTF-8 source names (kept exactly in the journal) are \xNN-escaped here: both files stay valid UTF-8
+    rejects = [{"source": describe_path(u.source), "reason": describe_path(u.reject)} for u in units if u.reject]
     manifest = {
         "format": DATASET_FORMAT,
         "version": DATASET_VERSION,

@@ -111,12 +111,16 @@ def measure_video(
 
 
 def records_to_csv(records: Sequence[AURecord]) -> str:
+    """CSV text; file names that are not UTF-8 are written \\xNN-escaped so the file stays valid UTF-8."""
+    from fgfem.media import describe_path
+
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["source", "frame", "time_s", "face", "x0", "y0", "x1", "y1", "score", *AU_CODES])
     for r in records:
         writer.writerow([
-            r.source, "" if r.frame is None else r.frame, "" if r.time_s is None else f"{r.time_s:.4f}", r.face,
+            describe_path(r.source), "" if r.frame is None else r.frame,
+            "" if r.time_s is None else f"{r.time_s:.4f}", r.face,
             *(f"{v:.1f}" for v in r.box), f"{r.score:.4f}", *(f"{v:.4f}" for v in r.aus),
         ])
     return buffer.getvalue()
