@@ -6,6 +6,7 @@ are defined here once and reused by ``interpolate`` and ``render``.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,13 @@ MODE_OPTION = typer.Option(
     "delta", "--mode", help="delta: paste the change G(x,r)-G(x,0) (keeps photo detail); crop: paste G(x,r) itself.",
 )
 FORCE_OPTION = typer.Option(False, "--force", "-f", help="Overwrite existing outputs.")
+
+
+def check_intensity(value: float) -> float:
+    """``--intensity`` scales the AU change: NaN or infinity would silently write a garbage photo."""
+    if not math.isfinite(value) or abs(value) > 10:
+        raise FgfemError(f"--intensity {value:g}: give a finite number between -10 and 10 (1 = the change as asked)")
+    return value
 
 
 def load_editor(weights: Path | None, device: str, backend: str) -> Editor:
@@ -75,6 +83,7 @@ def edit(
     check_one_source(au, target=target)
     edits = parse_au_specs(au) if au else None
     check_mode(mode)
+    check_intensity(intensity)
     files = iter_image_files(source)
     if not files:
         raise FgfemError(f"{describe_path(source)} holds no images to edit")

@@ -17,6 +17,7 @@ from fgfem.cli.edit import (
     MODE_OPTION,
     TARGET_OPTION,
     WEIGHTS_OPTION,
+    check_intensity,
     load_editor,
 )
 from fgfem.errors import FgfemError
@@ -61,6 +62,7 @@ def render(
     check_one_source(au, driver=driver, target=target)
     edits = parse_au_specs(au) if au else None
     check_mode(mode)
+    check_intensity(intensity)
     for name, path in (("input", source), ("driver", driver)):
         if path is not None and not path.is_file():
             raise FgfemError(f"{name} video {describe_path(path)} does not exist")
