@@ -1,0 +1,404 @@
+"""A corpus of bad, odd and hostile inputs, generated on demand into a temporary folder.
+
+Nothing binary is committed: every case is made from the real sample faces (or from
+nothing) when the tests run. Each ``Case`` says which kind of input it is, and so which
+subcommands read it (``COMMANDS_BY_KIND``), and what a correct CLI does with it:
+
+- ``"error"``: refuse with one ``error: ...`` line and a non-zero exit;
+- ``"ok"``: an unusual but valid input (CMYK, 16-bit, EXIF-rotated...) that must work;
+- ``"either"``: must not crash, but success depends on the detector (30 tiny faces) or
+  on how much of a damaged file can be decoded.
+
+``expect_by_command`` overrides ``expect`` where one command rightly differs (a folder
+with some bad files is a partial success: exit 1 with skips and a summary; a video
+without a face renders unchanged but has no AUs to measure).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Which subcommands read which kind of input. ``eval`` joins the image/dataset rows when it lands.
+COMMANDS_BY_KIND: dict[str, tuple[str, ...]] = {
+    "image": ("edit", "edit-target", "interpolate", "aus", "prep", "render"),
+    "folder": ("edit", "aus", "prep"),
+    "video": ("render", "render-driver", "aus", "prep"),
+    "au": ("edit", "interpolate", "render"),
+    "weights": ("edit", "interpolate", "render", "weights-show", "weights-convert"),
+    "dataset": ("train",),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: ``path`` (str, or bytes for names that are not UTF-8) or extra CLI ``args``."""
+
+    name: str
+    kind: str
+    expect: str  # "error" | "ok" | "either"
+    path: str | bytes | None = None
+    args: tuple[str, ...] = ()
+    expect_by_command: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+    only: tuple[str, ...] = ()  # restrict to these subcommands (an option only some of them have)
+
+    def commands(self) -> tuple[str, ...]:
+        return tuple(c for c in COMMANDS_BY_KIND[self.kind] if not self.only or c in self.only)
+
+    def expected(self, command: str) -> str:
+        if self.kind == "image" and command == "render":
+            return "error"  # a photo is not a video, however good a photo it is
+        return self.expect_by_command.get(command, self.expect)
+
+    @property
+    def fspath(self) -> str:
+        """The path as the CLI receives it from a shell: bytes names decoded with surrogate escapes."""
+        assert self.path is not None, f"case {self.name} has no path"
+        return os.fsdecode(self.path)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def face_photo(samples: Path) -> Image.Image:
+    """A real, frontal, 512 px face that the dlib backend finds reliably."""
+    return Image.open(samples / "pyfeat" / "0-f15-hao-ph.jpg").convert("RGB")
+
+
+def small_face_photo(samples: Path, side: int = 256) -> Image.Image:
+    """The same face at ``side`` px: enough for detection, cheap to edit."""
+    return face_photo(samples).resize((side, side), Image.Resampling.LANCZOS)
+
+
+def jpeg_bytes(image: Image.Image, **kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=92, **kwargs)
+    return buffer.getvalue()
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def bomb_png(width: int = 20000, height: int = 20000) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (400 MP) but holds a few bytes of data.
+
+    A loader without a pixel limit would try to allocate 1.2 GB before noticing.
+    """
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + _png_chunk(b"IEND", b""))
+
+
+def tiled_faces(samples: Path, columns: int = 6, rows: int = 5, cell: int = 128) -> Image.Image:
+    """``columns`` x ``rows`` copies of real face crops in one picture (30 small faces by default)."""
+    crops = sorted((samples / "ganimation" / "imgs").glob("*.jpg"))
+    sheet = Image.new("RGB", (columns * cell, rows * cell), (128, 128, 128))
+    for index in range(columns * rows):
+        face = Image.open(crops[index % len(crops)]).convert("RGB").resize((cell, cell))
+        sheet.paste(face, ((index % columns) * cell, (index // columns) * cell))
+    return sheet
+
+
+def ffmpeg(*args: object) -> None:
+    """Run the ffmpeg binary that imageio-ffmpeg ships (no system ffmpeg needed)."""
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-nostdin", *map(os.fsdecode, map(str, args))]
+    subprocess.run(cmd, check=True, timeout=120, capture_output=True)
+
+
+def short_clip(samples: Path, out: Path, frames: int = 8, source: str = "single_face.mp4", width: int = 320) -> Path:
+    """The first ``frames`` frames of a real sample video, scaled to ``width`` px, no audio."""
+    if not out.exists():
+        ffmpeg("-i", samples / "pyfeat" / source, "-frames:v", frames, "-an", "-vf", f"scale={width}:-2",
+               "-c:v", "libx264", "-crf", 18, "-pix_fmt", "yuv420p", out)
+    return out
+
+
+def tiny_generator_file(path: Path, *, conv_dim: int = 8, name: str = "lite") -> Path:
+    """A randomly initialised generator saved like a real model (any G will do for I/O checks)."""
+    import dataclasses
+
+    import torch
+
+    from fgfem.nets import Generator
+    from fgfem.nets.config import get_preset
+    from fgfem.weights import save_generator
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(get_preset("lite"), name=name, conv_dim=conv_dim)
+    save_generator(path, Generator(cfg), cfg)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ builders
+def _image_cases(root: Path, samples: Path) -> list[Case]:
+    face = small_face_photo(samples)
+    folder = root / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    made: list[Case] = []
+
+    def add(name: str, data: bytes | Callable[[Path], None], filename: str, expect: str, note: str = "",
+            **by_command: str) -> None:
+        path = folder / filename
+        if callable(data):
+            data(path)
+        else:
+            path.write_bytes(data)
+        made.append(Case(name, "image", expect, str(path), expect_by_command=dict(by_command), note=note))
+
+    good_jpeg = jpeg_bytes(face)
+    good_png = png_bytes(face)
+    # prep records unusable photos as rejects in its manifest: with no face at all it must say so and fail.
+    add("empty-file", b"", "empty.jpg", "error", "0 bytes")
+    add("text-as-jpg", b"this is a shopping list, not a photo\n" * 20, "text.jpg", "error")
+    add("truncated-jpeg", good_jpeg[: len(good_jpeg) // 2], "truncated.jpg", "error")
+    add("truncated-png", good_png[: len(good_png) // 2], "truncated.png", "error")
+    add("png-16bit-grey", lambda p: Image.fromarray(
+        np.asarray(face.convert("L"), dtype=np.uint16) * 257).save(p), "grey16.png", "ok")
+    add("cmyk-jpeg", jpeg_bytes(face.convert("CMYK")), "cmyk.jpg", "ok")
+    add("rgba-png", lambda p: face.convert("RGBA").save(p), "rgba.png", "ok")
+    add("greyscale-jpeg", jpeg_bytes(face.convert("L")), "grey.jpg", "ok")
+    add("palette-png", lambda p: face.convert("P", palette=Image.Palette.ADAPTIVE).save(p), "palette.png", "ok")
+
+    def rotated(path: Path) -> None:  # pixels stored on their side, EXIF says "rotate 90 CW to view"
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        face.transpose(Image.Transpose.ROTATE_90).save(path, quality=92, exif=exif.tobytes())
+
+    add("exif-rotated", rotated, "rotated.jpg", "ok")
+    add("one-pixel", png_bytes(Image.new("RGB", (1, 1), (200, 150, 120))), "pixel.png", "error")
+    add("bomb-20000x20000", bomb_png(), "bomb.png", "error", "decompression-bomb guard")
+
+    def animated(path: Path) -> None:
+        frames = [face, face.transpose(Image.Transpose.FLIP_LEFT_RIGHT), face]
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+    add("animated-gif", animated, "animated.gif", "ok", "first frame used, with a warning")
+    # dlib upsamples small photos, so a 40 px face may still be found and edited; prep's --min-face rejects it
+    add("face-too-small", jpeg_bytes(face.resize((40, 40))), "tiny_face.jpg", "either", prep="error")
+    add("no-face", jpeg_bytes(Image.open(samples / "pyfeat" / "free-mountain-vector-01.jpg")
+                              .convert("RGB").resize((480, 270))), "mountain.jpg", "error")
+    add("thirty-faces", jpeg_bytes(tiled_faces(samples)), "thirty.jpg", "either", "6x5 tiled real faces")
+    add("png-named-jpg", good_png, "really_a_png.jpg", "ok")
+    add("garbage-bytes", np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+        "noise.png", "error")
+    # folders and `edit` pick photos by suffix; a file named explicitly elsewhere is read by content
+    add("wrong-suffix", good_jpeg, "face.txt", "either", "not an image suffix", edit="error", aus="error",
+        prep="error")
+    add("huge-strip", png_bytes(Image.new("RGB", (60000, 1), (90, 90, 90))), "strip.png", "error")
+    made.append(Case("missing-file", "image", "error", str(folder / "does_not_exist.jpg")))
+    (folder / "a_folder.jpg").mkdir(exist_ok=True)
+    made.append(Case("folder-named-jpg", "image", "error", str(folder / "a_folder.jpg"),
+                     expect_by_command={"prep": "error"}))
+
+    # a file name that is not valid UTF-8 (Latin-1 bytes, as old cameras and zip files write them)
+    latin = os.fsencode(str(folder)) + b"/visage_\xe9t\xe9_\xff.jpg"
+    with open(latin, "wb") as handle:
+        handle.write(good_jpeg)
+    made.append(Case("non-utf8-name", "image", "ok", latin, note="bytes path, surrogate-escaped in argv"))
+    return made
+
+
+def _folder_cases(root: Path, samples: Path) -> list[Case]:
+    mixed = root / "mixed"
+    mixed.mkdir(parents=True, exist_ok=True)
+    face = small_face_photo(samples)
+    (mixed / "a_good.jpg").write_bytes(jpeg_bytes(face))
+    (mixed / "b_empty.jpg").write_bytes(b"")
+    (mixed / "c_text.png").write_bytes(b"hello")
+    (mixed / "d_truncated.jpg").write_bytes(jpeg_bytes(face)[:3000])
+    (mixed / "e_noface.jpg").write_bytes(jpeg_bytes(Image.new("RGB", (200, 200), (30, 120, 200))))
+    with open(os.fsencode(str(mixed)) + b"/f_\xff\xfe.jpg", "wb") as handle:
+        handle.write(jpeg_bytes(face))
+    (mixed / "notes.txt").write_text("ignored: not an image")
+    empty = root / "empty_folder"
+    empty.mkdir(exist_ok=True)
+    only_bad = root / "only_bad"
+    only_bad.mkdir(exist_ok=True)
+    (only_bad / "x.jpg").write_bytes(b"")
+    (only_bad / "y.png").write_bytes(b"not a png")
+    # mixed: 2 good of 5 images. edit and aus exit 1 after editing/measuring the good ones, with a summary;
+    # prep keeps the good faces and records the rest as rejects (exit 0).
+    return [
+        Case("mixed-folder", "folder", "partial", str(mixed), expect_by_command={"prep": "ok"}),
+        Case("empty-folder", "folder", "error", str(empty)),
+        Case("folder-all-bad", "folder", "error", str(only_bad), expect_by_command={"edit": "partial"}),
+    ]
+
+
+def _video_cases(root: Path, samples: Path) -> list[Case]:
+    folder = root / "videos"
+    folder.mkdir(parents=True, exist_ok=True)
+    clip = short_clip(samples, folder / "good.mp4")
+    data = clip.read_bytes()
+    (folder / "noise.mp4").write_bytes(np.random.default_rng(1).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "text.mp4").write_text("not a video\n")
+    (folder / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    audio_only = folder / "audio_only.mp4"
+    if not audio_only.exists():
+        ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=0.5", "-c:a", "aac", audio_only)
+    no_face = short_clip(samples, folder / "no_face.mp4", frames=6, source="no_face.mp4")
+    return [
+        Case("video-random-bytes", "video", "error", str(folder / "noise.mp4")),
+        Case("video-empty-file", "video", "error", str(folder / "empty.mp4")),
+        Case("video-text", "video", "error", str(folder / "text.mp4")),
+        Case("video-truncated", "video", "either", str(folder / "truncated.mp4"), note="moov atom may be lost"),
+        Case("video-audio-only", "video", "error", str(audio_only), note="an mp4 with no video stream"),
+        Case("video-missing", "video", "error", str(folder / "missing.mp4")),
+        # frames without a face render unchanged; aus has nothing to measure; prep rejects every frame
+        Case("video-no-face", "video", "ok", str(no_face),
+             expect_by_command={"aus": "error", "render-driver": "error", "prep": "error"}),
+    ]
+
+
+def _au_cases() -> list[Case]:
+    specs = {
+        "au-unknown": ("--au", "99=+1"),
+        "au-unknown-name": ("--au", "smile=+1"),
+        "au-nan": ("--au", "12=nan"),
+        "au-inf": ("--au", "12=+inf"),
+        "au-1e9": ("--au", "12=+1e9"),
+        "au-absolute-out-of-range": ("--au", "12=7"),
+        "au-missing-value": ("--au", "12="),
+        "au-no-equals": ("--au", "12"),
+        "au-empty": ("--au", ""),
+        "au-twice": ("--au", "12=+1", "--au", "AU12=-1"),
+        "au-not-a-number": ("--au", "12=+lots"),
+        "intensity-nan": ("--au", "12=+1", "--intensity", "nan"),
+        "intensity-inf": ("--au", "12=+1", "--intensity", "inf"),
+    }
+    only = {"intensity-nan": ("edit", "render"), "intensity-inf": ("edit", "render")}
+    return [Case(name, "au", "error", args=args, only=only.get(name, ())) for name, args in specs.items()]
+
+
+def _weights_cases(root: Path) -> list[Case]:
+    import torch
+    from safetensors.torch import save_file
+
+    folder = root / "weights"
+    folder.mkdir(parents=True, exist_ok=True)
+    good = tiny_generator_file(folder / "good.safetensors")
+    data = good.read_bytes()
+    (folder / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    (folder / "empty.safetensors").write_bytes(b"")
+    torch.save({"conv0.weight": torch.zeros(8, 3, 7, 7), "note": "I am a pickle"}, folder / "disguised.safetensors")
+    (folder / "plain_pickle.safetensors").write_bytes(pickle.dumps({"a": 1}, protocol=2))
+    (folder / "header_lies.safetensors").write_bytes(struct.pack("<Q", 10**12) + b"{}")
+    # metadata of one preset over the tensors of another (a file renamed or stitched by hand)
+    from safetensors import safe_open
+
+    with safe_open(str(good), "pt") as handle:
+        meta = dict(handle.metadata())
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open has no iter)
+    config = json.loads(meta["config"])
+    config["conv_dim"] = 16
+    save_file(tensors, str(folder / "other_preset.safetensors"), metadata={**meta, "config": json.dumps(config)})
+    save_file({"w": torch.zeros(3)}, str(folder / "no_metadata.safetensors"))
+    shutil.copy(good, folder / "good_copy_for_reference.safetensors")
+    names = {
+        "weights-truncated": "truncated.safetensors",
+        "weights-empty": "empty.safetensors",
+        "weights-pickle-disguised": "disguised.safetensors",
+        "weights-plain-pickle": "plain_pickle.safetensors",
+        "weights-header-lies": "header_lies.safetensors",
+        "weights-other-preset": "other_preset.safetensors",
+        "weights-no-metadata": "no_metadata.safetensors",
+        "weights-missing": "missing.safetensors",
+    }
+    return [Case(name, "weights", "error", str(folder / file)) for name, file in names.items()]
+
+
+def _dataset_cases(root: Path, samples: Path) -> list[Case]:
+    from fgfem.aus import AU_CODES
+
+    crops = sorted((samples / "ganimation" / "imgs").glob("*.jpg"))
+    header = ["path", "source", "score", *AU_CODES]
+
+    def dataset(name: str, rows: list[list[str]], columns: list[str] | None = None, *, raw: str | None = None,
+                corrupt_image: bool = False) -> str:
+        folder = root / "datasets" / name
+        (folder / "crops").mkdir(parents=True, exist_ok=True)
+        for index, crop in enumerate(crops):
+            shutil.copy(crop, folder / "crops" / f"{index}.jpg")
+        if corrupt_image:
+            (folder / "crops" / "0.jpg").write_bytes(b"\xff\xd8\xff garbage")
+        text = raw if raw is not None else "\n".join(",".join(r) for r in [columns or header, *rows]) + "\n"
+        (folder / "aus.csv").write_bytes(text.encode("utf-8", "surrogateescape"))
+        return str(folder)
+
+    def row(index: int, aus: list[str] | None = None) -> list[str]:
+        return [f"crops/{index}.jpg", "sample", "1.0", *(aus or ["1.0"] * len(AU_CODES))]
+
+    good_rows = [row(i) for i in range(len(crops))]
+    return [
+        Case("dataset-missing-au-column", "dataset", "error",
+             dataset("missing_col", [r[:-1] for r in good_rows], header[:-1])),
+        Case("dataset-extra-header-column", "dataset", "ok",
+             dataset("extra_col", [[*r, "x"] for r in good_rows], [*header, "comment"]),
+             note="unknown extra columns are ignored"),
+        Case("dataset-row-with-extra-field", "dataset", "error",
+             dataset("extra_field", [*good_rows[:-1], [*good_rows[-1], "surplus"]])),
+        Case("dataset-nan-aus", "dataset", "error",
+             dataset("nan", [*good_rows[:-1], row(len(crops) - 1, ["nan"] * len(AU_CODES))])),
+        Case("dataset-text-aus", "dataset", "error",
+             dataset("text", [*good_rows[:-1], row(len(crops) - 1, ["high"] * len(AU_CODES))])),
+        Case("dataset-empty-csv", "dataset", "error", dataset("empty_csv", [], raw="")),
+        Case("dataset-header-only", "dataset", "error", dataset("header_only", [])),
+        Case("dataset-missing-image", "dataset", "error", dataset("missing_img", [*good_rows, row(99)])),
+        Case("dataset-corrupt-image", "dataset", "error", dataset("corrupt_img", good_rows, corrupt_image=True)),
+        Case("dataset-binary-csv", "dataset", "error", dataset("binary", [], raw="\udcff\x00\x01\x02")),
+        Case("dataset-missing-folder", "dataset", "error", str(root / "datasets" / "nope")),
+    ]
+
+
+def build_corpus(root: Path, samples: Path, kinds: tuple[str, ...] | None = None) -> list[Case]:
+    """Write every case under ``root`` (made from the real faces in ``samples``) and return them."""
+    root.mkdir(parents=True, exist_ok=True)
+    builders: dict[str, Callable[[], list[Case]]] = {
+        "image": lambda: _image_cases(root, samples),
+        "folder": lambda: _folder_cases(root, samples),
+        "video": lambda: _video_cases(root, samples),
+        "au": _au_cases,
+        "weights": lambda: _weights_cases(root),
+        "dataset": lambda: _dataset_cases(root, samples),
+    }
+    cases: list[Case] = []
+    for kind, build in builders.items():
+        if kinds is None or kind in kinds:
+            cases.extend(build())
+    names = [c.name for c in cases]
+    assert len(names) == len(set(names)), "case names must be unique"
+    return cases
+
+
+def tree_digest(root: Path) -> dict[bytes, str]:
+    """sha256 of every file under ``root`` by its byte path: to prove inputs are left untouched."""
+    import hashlib
+
+    digests: dict[bytes, str] = {}
+    for folder, _dirs, files in os.walk(os.fsencode(str(root))):
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as handle:
+                digests[path] = hashlib.sha256(handle.read()).hexdigest()
+    return digests

@@ -1,0 +1,272 @@
+"""Every subcommand against a corpus of bad, odd and hostile inputs (``tests/badinputs.py``), in-process.
+
+Each (case, subcommand) run must: exit 0 for valid-but-unusual inputs; otherwise exit
+non-zero with exactly one ``error: ...`` line (a folder: skips with reasons and a summary);
+never print a traceback; leave its inputs byte-identical; and leave no half-written
+output behind (``*.partial-*`` files, or the output name after a failure).
+
+The default run covers every case against the subcommands that read its kind of input
+but keeps the costly ones (face detection plus a generator per run) to the cheapest
+subcommand; ``--runslow`` runs the whole cross product.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from badinputs import Case, build_corpus, short_clip, small_face_photo, tree_digest
+
+from fgfem.cli import run
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+TRAIN_ARGS = ("--preset", "lite", "--size", "128", "--batch", "2", "--conv-dim", "8", "--critic-dim", "8",
+              "--max-steps", "1", "--save-every", "1", "--preview-every", "1000", "--device", "cpu", "--quiet")
+COMMON = ("--device", "cpu", "--backend", "dlib")
+
+
+@dataclass
+class Corpus:
+    root: Path
+    cases: list[Case]
+    good_face: Path
+    good_clip: Path
+    weights: Path
+    digest: dict[bytes, str]
+
+    def by_name(self, name: str) -> Case:
+        return next(c for c in self.cases if c.name == name)
+
+
+@pytest.fixture(scope="module")
+def corpus(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    root = tmp_path_factory.mktemp("badinputs")
+    cases = build_corpus(root / "cases", samples)
+    good = root / "good"
+    good.mkdir()
+    face = good / "face.jpg"
+    small_face_photo(samples).save(face, quality=92)
+    clip = short_clip(samples, good / "clip.mp4", frames=4, width=240)
+    weights = root / "cases" / "weights" / "good.safetensors"
+    return Corpus(root, cases, face, clip, weights, tree_digest(root))
+
+
+# ------------------------------------------------------------------------------------------ running
+RESULTS: dict[tuple[str, str], str] = {}
+"""(case, command) -> outcome, filled as the tests run, reported by the last test."""
+
+
+def argv_for(case: Case, command: str, corpus: Corpus, out: Path) -> tuple[list[str], list[Path]]:
+    """The command line for ``case`` under ``command``, and the outputs it would create."""
+    weights = ("--weights", str(corpus.weights))
+    src = case.fspath if case.path is not None else None
+    if case.kind == "weights":
+        weights = ("--weights", case.fspath)
+    au = case.args if case.kind == "au" else ("--au", "12=+1")
+    if command in ("edit", "edit-target"):
+        if case.kind == "folder":
+            dest = out / "edited"
+            return ["edit", src, "-o", str(dest), *au, *weights, *COMMON], [dest]
+        name = os.path.basename(src) if case.kind == "image" and command == "edit" else "out.jpg"
+        dest = out / (os.path.splitext(name)[0] + ".png")
+        if command == "edit-target":
+            return ["edit", str(corpus.good_face), "--target", src, "-o", str(dest), *weights, *COMMON], [dest]
+        source = src if case.kind in ("image", "folder") else str(corpus.good_face)
+        return ["edit", source, "-o", str(dest), *au, *weights, *COMMON], [dest]
+    if command == "interpolate":
+        source = src if case.kind == "image" else str(corpus.good_face)
+        dest = out / "anim.gif"
+        return ["interpolate", source, "--steps", "0,1", "--size", "64", "-o", str(dest), *au, *weights,
+                *COMMON], [dest]
+    if command == "aus":
+        dest = out / "aus.csv"
+        return ["aus", src, "-o", str(dest), "--backend", "dlib"], [dest]
+    if command == "prep":
+        return ["prep", src, str(out / "data"), "--backend", "dlib"], []
+    if command == "render":
+        source = src if case.kind in ("image", "video") else str(corpus.good_clip)
+        dest = out / "out.mp4"
+        return ["render", source, "-o", str(dest), *au, *weights, *COMMON], [dest]
+    if command == "render-driver":
+        dest = out / "driven.mp4"
+        return ["render", str(corpus.good_clip), "--driver", src, "-o", str(dest), *weights, *COMMON], [dest]
+    if command == "weights-show":
+        return ["weights", "show", src], []
+    if command == "weights-convert":
+        dest = out / "converted.safetensors"
+        return ["weights", "convert", src, str(dest), "--preset", "lite"], [dest]
+    if command == "train":
+        return ["train", src, "--run", str(out / "run"), *TRAIN_ARGS], []
+    raise AssertionError(f"no command line for {command}")
+
+
+def partial_files(folder: Path) -> list[str]:
+    return [os.fsdecode(os.path.join(d, n)) for d, _s, names in os.walk(os.fsencode(str(folder)))
+            for n in names if b".partial-" in n]
+
+
+def check(case: Case, command: str, corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Run one (case, command) pair and assert the error policy; record the outcome."""
+    out = tmp_path / "out"
+    out.mkdir()
+    argv, outputs = argv_for(case, command, corpus, out)
+    before = tree_digest(corpus.root / "cases")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = run(argv)
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    expected = case.expected(command)
+    where = f"{case.name} x {command}: exit {code}\n--- stdout\n{captured.out}\n--- stderr\n{captured.err}"
+    assert "Traceback" not in text, where
+    assert code != 2 and "unexpected" not in captured.err, f"a bug, not a clear error: {where}"
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    if expected == "ok":
+        assert code == 0, where
+    elif expected == "error":
+        assert code != 0, where
+        assert len(errors) == 1, where
+        assert len(errors[0]) > len("error: ") + 10, where
+    elif expected == "partial":
+        assert code == 1, where
+        assert "skipped" in text and "of" in text, where
+    else:  # either: success, or one clear line
+        assert code == 0 or len(errors) == 1, where
+    assert tree_digest(corpus.root / "cases") == before, f"{where}\ninputs were modified"
+    assert not partial_files(out), f"{where}\npartial files left: {partial_files(out)}"
+    if code != 0 and expected != "partial":
+        for path in outputs:
+            assert not path.exists() or path.is_dir() and not any(path.iterdir()), f"{where}\n{path} left behind"
+    RESULTS[(case.name, command)] = "ok" if code == 0 else f"exit {code}"
+
+
+# ------------------------------------------------------------------------------------------ selection
+# Valid-looking images cost a face detection and a generator pass per run; by default they run
+# against `edit` and `aus` only (the two readers every other image command shares), the rest in --runslow.
+EXPENSIVE = {"png-16bit-grey", "cmyk-jpeg", "rgba-png", "greyscale-jpeg", "palette-png", "exif-rotated",
+             "animated-gif", "thirty-faces", "png-named-jpg", "non-utf8-name", "mixed-folder", "video-no-face",
+             "video-truncated", "dataset-extra-header-column"}
+CHEAP_COMMANDS_FOR_EXPENSIVE = {"edit", "aus", "render", "train"}
+
+
+def _pairs(corpus_cases: list[Case], *, slow: bool) -> list[tuple[str, str]]:
+    pairs = []
+    for case in corpus_cases:
+        for command in case.commands():
+            costly = case.name in EXPENSIVE and command not in CHEAP_COMMANDS_FOR_EXPENSIVE
+            if costly == slow:
+                pairs.append((case.name, command))
+    return pairs
+
+
+def _case_list() -> list[Case]:
+    """The case list without writing any file: names and kinds only (build_corpus on a dry folder)."""
+    from badinputs import _au_cases
+
+    names = {
+        "image": ["empty-file", "text-as-jpg", "truncated-jpeg", "truncated-png", "png-16bit-grey", "cmyk-jpeg",
+                  "rgba-png", "greyscale-jpeg", "palette-png", "exif-rotated", "one-pixel", "bomb-20000x20000",
+                  "animated-gif", "face-too-small", "no-face", "thirty-faces", "png-named-jpg", "garbage-bytes",
+                  "wrong-suffix", "huge-strip", "missing-file", "folder-named-jpg", "non-utf8-name"],
+        "folder": ["mixed-folder", "empty-folder", "folder-all-bad"],
+        "video": ["video-random-bytes", "video-empty-file", "video-text", "video-truncated", "video-audio-only",
+                  "video-missing", "video-no-face"],
+        "weights": ["weights-truncated", "weights-empty", "weights-pickle-disguised", "weights-plain-pickle",
+                    "weights-header-lies", "weights-other-preset", "weights-no-metadata", "weights-missing"],
+        "dataset": ["dataset-missing-au-column", "dataset-extra-header-column", "dataset-row-with-extra-field",
+                    "dataset-nan-aus", "dataset-text-aus", "dataset-empty-csv", "dataset-header-only",
+                    "dataset-missing-image", "dataset-corrupt-image", "dataset-binary-csv",
+                    "dataset-missing-folder"],
+    }
+    cases = [Case(name, kind, "error") for kind, items in names.items() for name in items]
+    return cases + _au_cases()
+
+
+FAST_PAIRS = _pairs(_case_list(), slow=False)
+SLOW_PAIRS = _pairs(_case_list(), slow=True)
+
+
+@pytest.mark.parametrize(("name", "command"), FAST_PAIRS, ids=[f"{n}-{c}" for n, c in FAST_PAIRS])
+def test_bad_input(name: str, command: str, corpus: Corpus, tmp_path: Path, capsys) -> None:
+    check(corpus.by_name(name), command, corpus, tmp_path, capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "command"), SLOW_PAIRS, ids=[f"{n}-{c}" for n, c in SLOW_PAIRS])
+def test_bad_input_exhaustive(name: str, command: str, corpus: Corpus, tmp_path: Path, capsys) -> None:
+    check(corpus.by_name(name), command, corpus, tmp_path, capsys)
+
+
+# ------------------------------------------------------------------------------------------ specifics
+def test_case_list_matches_the_corpus(corpus: Corpus) -> None:
+    """The parametrised names above are exactly the cases the generator builds."""
+    assert sorted(c.name for c in corpus.cases) == sorted(c.name for c in _case_list())
+
+
+def test_bomb_is_refused_before_decoding(corpus: Corpus, capsys) -> None:
+    import tracemalloc
+
+    tracemalloc.start()
+    code = run(["aus", corpus.by_name("bomb-20000x20000").fspath, "--backend", "dlib"])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert code == 1
+    assert "400.0 MP is above the 100 MP safety limit" in " ".join(capsys.readouterr().err.split())
+    assert peak < 200e6  # the 1.2 GB of pixels were never allocated
+
+
+def test_non_utf8_output_name_is_written(corpus: Corpus, tmp_path: Path, capsys) -> None:
+    """A Latin-1 file name survives the round trip: the edit is written beside it under a matching name."""
+    case = corpus.by_name("non-utf8-name")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    src = os.fsencode(str(folder)) + b"/" + os.path.basename(case.path)
+    shutil.copy(case.path, src)
+    assert run(["edit", os.fsdecode(src), "--au", "12=+1", "--weights", str(corpus.weights), *COMMON]) == 0
+    written = [n for n in os.listdir(os.fsencode(str(folder))) if n != os.path.basename(src)]
+    assert written == [b"visage_\xe9t\xe9_\xff_edited.jpg"]
+    assert "\\xe9" in " ".join(capsys.readouterr().out.split())
+
+
+def test_no_traceback_end_to_end(corpus: Corpus, tmp_path: Path) -> None:
+    """Through a real process (stderr as a user sees it): a disguised pickle and a truncated PNG."""
+    for argv in (["weights", "show", corpus.by_name("weights-pickle-disguised").fspath],
+                 ["aus", corpus.by_name("truncated-png").fspath, "--backend", "dlib"]):
+        proc = subprocess.run([sys.executable, "-m", "fgfem", *argv], capture_output=True, timeout=300,
+                              env={**os.environ, "COLUMNS": "80"})
+        err = proc.stderr.decode("utf-8", "replace")
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert proc.returncode == 1, err
+        assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error:"), err
+
+
+def subcommand(command: str) -> str:
+    """``edit-target`` and ``render-driver`` are other inputs of the same subcommand."""
+    return {"edit-target": "edit", "render-driver": "render", "weights-show": "weights show",
+            "weights-convert": "weights convert"}.get(command, command)
+
+
+def test_zz_summary(capsys) -> None:
+    """Report the coverage: the planned matrix, and what this session actually ran (runs last in the module)."""
+    planned = FAST_PAIRS + SLOW_PAIRS
+    cases = {name for name, _ in planned}
+    commands = {subcommand(command) for _, command in planned}
+    per_command: dict[str, int] = defaultdict(int)
+    for _, command in planned:
+        per_command[subcommand(command)] += 1
+    ran = {pair for pair in planned if pair in RESULTS}
+    lines = [f"bad-input corpus: {len(cases)} cases x {len(commands)} subcommands = {len(planned)} runs "
+             f"({len(FAST_PAIRS)} by default, {len(SLOW_PAIRS)} more with --runslow); {len(ran)} ran clean here"]
+    lines += [f"  {command:16s} {count:3d} cases" for command, count in sorted(per_command.items())]
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    assert len(cases) >= 30 and len(commands) >= 6
+    assert {name for name, _ in FAST_PAIRS} == cases  # every case runs at least once by default
