@@ -16,10 +16,12 @@ load does not decide; ``paper`` preset, 128 px):
   the non-oneDNN paths are 1.1-8x slower.
 - channels_last on CPU: 1.2-1.3x *slower* (the InstanceNorms and concatenations pay for
   it), only the final 64->3 7x7 convolution gains. Off.
-- bf16 autocast on this CPU (no native bf16): many times slower and not exact. Off unless
+- bf16 autocast on this CPU (no native bf16): not exact, and slower (below). Off unless
   asked for; CPUs with AVX512-BF16/AMX are unmeasured, so it stays off there too.
-- batching: 8 faces per forward costs ~20 % less CPU time per face than one at a time;
+- batching: 8 faces per forward cost 0-20 % less CPU time per face than one at a time for
+  ``paper`` and ~3-4x less for ``lite`` (its layers are too small for one face);
   ``fgfem edit``/``render`` already batch, ``FastGenerator`` keeps whatever batch it gets.
+- bf16 autocast here: 10-100x slower, PSNR 44-47 dB against fp32.
 - ``torch.compile`` (inductor with weight freezing): ~1.15x on ``lite`` after a compile of
   minutes on 2 cores, so it is opt-in (``FGFEM_COMPILE=1`` or ``compile=True``).
 - rewrites that are exact in real arithmetic (transposed 4x4 convs as four 2x2 sub-pixel
