@@ -33,7 +33,7 @@ from fgfem.errors import FgfemError
 from fgfem.prep.faces.base import Face, as_rgb
 
 TEMPLATE_VERSION = "fgfem-crop-v1"
-SIZES = (128, 256)
+SIZES = (64, 128, 256)  # 64: models trained at low resolution on a CPU (delta paste keeps photo detail)
 
 TEMPLATE_68 = np.array([
     (0.0002, 0.2860), (0.0116, 0.4009), (0.0299, 0.5098), (0.0550, 0.6183), (0.0998, 0.7182), (0.1738, 0.8022),
