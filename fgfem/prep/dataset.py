@@ -115,13 +115,39 @@ def read_journal(out_dir: Path) -> dict[str, PrepUnitResult]:
     with open(journal, "rb") as handle:
         for raw_line in handle:
             try:
-                record = json.loads(raw_line)
-                unit = PrepUnitResult(source=record["source"], rows=record.get("rows", []), reject=record.get("reject"))
-            except (ValueError, KeyError, TypeError):
+                unit = _journal_unit(json.loads(raw_line))
+            except ValueError:
                 continue
-            if all((out_dir / str(row["path"])).is_file() for row in unit.rows):
+            if unit is not None and all((out_dir / str(row["path"])).is_file() for row in unit.rows):
                 done[unit.source] = unit
     return done
+
+
+def _journal_unit(record: object) -> PrepUnitResult | None:
+    """A journal line as written by ``Journal.append``, or None for anything else (damaged or edited by hand).
+
+    Everything ``write_outputs`` relies on is checked here, so a damaged line is redone
+    instead of crashing every later run; crop paths must stay inside the dataset folder.
+    """
+    if not isinstance(record, dict) or not isinstance(record.get("source"), str):
+        return None
+    rows, reject = record.get("rows", []), record.get("reject")
+    if not isinstance(rows, list) or not (reject is None or isinstance(reject, str)):
+        return None
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("path"), str) or not isinstance(row.get("source"), str):
+            return None
+        path = Path(row["path"])
+        if not row["path"] or path.is_absolute() or ".." in path.parts:
+            return None
+        score, aus = row.get("score"), row.get("aus")
+        if isinstance(score, bool) or not isinstance(score, int | float) or not np.isfinite(score):
+            return None
+        if not isinstance(aus, list) or len(aus) != NUM_AUS:
+            return None
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in aus):
+            return None
+    return PrepUnitResult(source=record["source"], rows=rows, reject=reject)
 
 
 class Journal:
@@ -360,6 +386,8 @@ def _check_compatible(out_dir: Path, options: PrepOptions) -> None:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except ValueError:
         raise FgfemError(f"{manifest_path} is not valid JSON; remove it to rebuild from the journal") from None
+    if not isinstance(manifest, dict):
+        raise FgfemError(f"{manifest_path} is not an fgfem dataset manifest; remove it to rebuild from the journal")
     if manifest.get("size") != options.size or manifest.get("template") != TEMPLATE_VERSION:
         raise FgfemError(
             f"{out_dir} holds {manifest.get('size')} px crops ({manifest.get('template')}); "
