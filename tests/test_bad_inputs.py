@@ -236,6 +236,37 @@ def test_non_utf8_output_name_is_written(corpus: Corpus, tmp_path: Path, capsys)
     assert "\\xe9" in " ".join(capsys.readouterr().out.split())
 
 
+@pytest.mark.parametrize("name", ["weights-pickle-disguised", "weights-plain-pickle"])
+def test_weights_are_never_unpickled(name: str, corpus: Corpus, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A pickle renamed .safetensors is refused by its first bytes: nothing ever unpickles it."""
+    import pickle
+
+    import torch
+
+    calls: list[str] = []
+
+    def spy(what: str):
+        def refuse(*args: object, **kwargs: object) -> None:
+            calls.append(what)
+            raise AssertionError(f"{what} called on a weights file")
+
+        return refuse
+
+    for module, attr in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")):
+        monkeypatch.setattr(module, attr, spy(f"{module.__name__}.{attr}"))
+    weights = corpus.by_name(name).fspath
+    out = tmp_path / "out.jpg"
+    for argv in (["edit", str(corpus.good_face), "--au", "12=+1", "--weights", weights, "-o", str(out), *COMMON],
+                 ["weights", "show", weights]):
+        assert run(argv) == 1
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:"), err
+        assert "never unpickles" in " ".join(err.split()) or "not a safetensors" in err, err
+    assert calls == []
+    assert not out.exists()
+
+
 def test_no_traceback_end_to_end(corpus: Corpus, tmp_path: Path) -> None:
     """Through a real process (stderr as a user sees it): a disguised pickle and a truncated PNG."""
     for argv in (["weights", "show", corpus.by_name("weights-pickle-disguised").fspath],
