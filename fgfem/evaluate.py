@@ -27,6 +27,15 @@ in ~15 ms, and never "misses"; upscaling the crop x2/x3 first changes nothing
 (0.038 IOD). It works because every crop is aligned to one template, and it keeps the
 box identical for ``x`` and ``G(x, r)``, so only the image content differs between them.
 The price: a generator output that is no face still gets (meaningless) landmarks.
+
+The floor under these numbers, measured on the 81 vipermu crops with a stand-in
+"generator" that only re-encodes the input as JPEG (quality 90 / 60: PSNR 44.4 / 38.6 dB):
+leakage 0.045 / 0.051, AU drift 0.044 / 0.050, identity distance 0.034 / 0.071. Leakage
+or drift near 0.05 is therefore measurement noise, not the generator.
+
+Cost on a CPU (a shared, busy 2-core machine): per face, the lite generator's 1 + 2K
+images (K edited AUs: edits, zero edit, cycles) take ~1.4 s for K = 4, the 2 + K dlib
+descriptors ~1.2 s, landmarks ~0.05 s: 40 faces took 100 s, 40 s with ``identity=False``.
 """
 
 from __future__ import annotations
@@ -368,7 +377,7 @@ class _Accumulator:
                  for index, store in zip(self.indices, self.edits, strict=True)]
         reconstruction = {
             "psnr": _mean(zero["psnr"]), "ssim": _mean(zero["ssim"]), "au_drift_mae": _mean(zero["au_drift"]),
-            "identity_distance": _mean(zero["identity"]),
+            "identity_distance": _mean(zero["identity"]) if zero["identity"] is not None else None,
         }
         summary = {
             "au_mse": _mean([e.mse for e in edits]),

@@ -131,19 +131,22 @@ def test_psnr_known_values() -> None:
 # ---------------------------------------------------------------------------------------------- known generators
 
 
-def test_identity_generator_scores_perfectly(dataset: Path) -> None:
+def test_identity_generator_scores_perfectly(dataset: Path, tmp_path: Path) -> None:
     crops = _crops(dataset)
     report = evaluate_generator(Identity(), crops, len(crops), config=EvalConfig(identity=False))
     assert report.faces == FACES
     assert report.reconstruction["psnr"] == pytest.approx(PSNR_CAP_DB)
     assert report.reconstruction["ssim"] == pytest.approx(1.0, abs=1e-6)
     assert report.reconstruction["au_drift_mae"] == 0.0
+    assert report.reconstruction["identity_distance"] is None and report.summary["identity_distance"] is None
     assert [e.au for e in report.edits] == ["AU04", "AU12", "AU15", "AU26"]
     for edit in report.edits:
         assert edit.measured_change == 0.0 and edit.leakage_mae == 0.0
         assert edit.cycle_psnr == pytest.approx(PSNR_CAP_DB)
         # Nothing moved, so the error is the mean squared request (about 1 unless an AU is near 5).
         assert edit.mse == pytest.approx(edit.requested**2, rel=0.2) and edit.requested > 0.5
+        assert edit.identity_distance is None and edit.identity_same_person is None
+    assert json.loads(write_report(report, tmp_path / "no_identity.json").read_text())["faces"] == FACES
 
 
 def test_a_blurring_generator_loses_psnr_but_not_identity(dataset: Path) -> None:
@@ -211,3 +214,22 @@ def test_bad_options_are_one_line_errors(dataset: Path) -> None:
         evaluate_generator(Identity(), crops, 1, config=EvalConfig(intensity=0.0))
     with pytest.raises(FgfemError, match="does not exist"):
         evaluate(dataset, dataset / "none.safetensors")
+
+
+def test_cli_writes_json_and_refuses_to_overwrite(dataset: Path, lite_weights: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from fgfem.cli import run
+
+    out = tmp_path / "metrics.json"
+    args = ["eval", str(dataset), "-w", str(lite_weights), "--limit", "1", "--aus", "lip_corner_puller",
+            "--no-identity", "--device", "cpu", "-o", str(out)]
+    assert run(args) == 0
+    printed = capsys.readouterr().out
+    assert "AU12" in printed and "zero edit" in printed and "on 1 faces" in printed
+    metrics = json.loads(out.read_text())
+    assert metrics["faces"] == 1 and metrics["edits"][0]["au"] == "AU12"
+    assert metrics["weights"]["preset"] == "lite" and metrics["data"]["layout"] == "fgfem"
+    assert run(args) == 1
+    assert "--force" in capsys.readouterr().err
+    assert run([*args[:-2], "--aus", "12,99"]) == 1
+    assert "unknown action unit '99'" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import sys
 
 from fgfem.cli import aus as _aus  # noqa: F401  (registers `fgfem aus`)
 from fgfem.cli import edit as _edit  # noqa: F401  (registers `fgfem edit`)
+from fgfem.cli import eval as _eval  # noqa: F401  (registers `fgfem eval`)
 from fgfem.cli import info as _info  # noqa: F401  (registers `fgfem info`)
 from fgfem.cli import interpolate as _interpolate  # noqa: F401  (registers `fgfem interpolate`)
 from fgfem.cli import prep as _prep  # noqa: F401  (registers `fgfem prep`)
