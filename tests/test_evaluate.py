@@ -225,7 +225,7 @@ def test_cli_writes_json_and_refuses_to_overwrite(dataset: Path, lite_weights: P
             "--no-identity", "--device", "cpu", "-o", str(out)]
     assert run(args) == 0
     printed = capsys.readouterr().out
-    assert "AU12" in printed and "zero edit" in printed and "on 1 faces" in printed
+    assert "AU12" in printed and "zero edit" in printed and "on 1 face," in printed
     metrics = json.loads(out.read_text())
     assert metrics["faces"] == 1 and metrics["edits"][0]["au"] == "AU12"
     assert metrics["weights"]["preset"] == "lite" and metrics["data"]["layout"] == "fgfem"

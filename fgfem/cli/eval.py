@@ -79,7 +79,8 @@ def show_report(report: EvalReport) -> None:
     w = report.weights
     console.print(
         f"[bold]{escape(str(w.get('name', 'generator')))}[/] ({escape(str(w.get('preset', '?')))}, "
-        f"{report.image_size} px) on {report.faces} faces, +{report.intensity:g} per AU, {report.seconds:.0f} s"
+        f"{report.image_size} px) on {report.faces} face{'' if report.faces == 1 else 's'}, "
+        f"+{report.intensity:g} per AU, {report.seconds:.0f} s"
     )
     table = Table(title="AU edits (0-5 scale, AUs measured by the landmark estimator)", box=box.SIMPLE_HEAD,
                   show_edge=False)
