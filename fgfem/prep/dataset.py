@@ -301,6 +301,7 @@ def build_dataset(
     files = list_sources(raw, options.limit)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_compatible(out_dir, options)
+    _remove_stale_partials(out_dir)
     labels = _load_labels(options.labels)
     done = read_journal(out_dir)
     done_before = len(done)
@@ -361,6 +362,14 @@ def build_dataset(
         rejects=sum(1 for u in units if u.reject),
         seconds=time.perf_counter() - started,
     )
+
+
+def _remove_stale_partials(out_dir: Path) -> None:
+    """Delete the temporary files of writes a killed run left half done (``.name.partial-*``, see atomic_path)."""
+    for folder in (out_dir, out_dir / "crops"):
+        if folder.is_dir():
+            for stale in folder.glob(".*.partial-*"):
+                stale.unlink(missing_ok=True)
 
 
 def _load_labels(path: Path | None) -> dict[str, np.ndarray] | None:
