@@ -16,6 +16,7 @@ without a face renders unchanged but has no AUs to measure).
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -31,14 +32,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-# Which subcommands read which kind of input. ``eval`` joins the image/dataset rows when it lands.
+# ``eval`` reads datasets and weights where this version has it.
+_EVAL = ("eval",) if importlib.util.find_spec("fgfem.cli.eval") is not None else ()
+
+# Which subcommands read which kind of input.
 COMMANDS_BY_KIND: dict[str, tuple[str, ...]] = {
     "image": ("edit", "edit-target", "interpolate", "aus", "prep", "render"),
     "folder": ("edit", "aus", "prep"),
     "video": ("render", "render-driver", "aus", "prep"),
     "au": ("edit", "interpolate", "render"),
-    "weights": ("edit", "interpolate", "render", "weights-show", "weights-convert"),
-    "dataset": ("train",),
+    "weights": ("edit", "interpolate", "render", "weights-show", "weights-convert", *_EVAL),
+    "dataset": ("train", *_EVAL),
 }
 
 
