@@ -100,14 +100,16 @@ def test_aus_cli_no_face_is_one_line(samples: Path) -> None:
 
 
 def test_happy_face_measures_more_au12_than_neutral(shared: Path, tmp_path: Path) -> None:
+    """Same performers, neutral vs posed happy (Ekman-FACS performances): AU12 must rise for each."""
     taiwanese = shared / "data" / "taiwanese"
-    neutral = sorted(taiwanese.glob("0101a*.jpg"))[0]
-    happy = sorted(taiwanese.glob("0111b*.jpg"))[0]
-    out = tmp_path / "aus.json"
-    folder = tmp_path / "pair"
+    folder = tmp_path / "pairs"
     folder.mkdir()
-    shutil.copy(neutral, folder / "a_neutral.jpg")
-    shutil.copy(happy, folder / "b_happy.jpg")
+    performers = ("02", "03", "05")
+    for performer in performers:
+        shutil.copy(sorted(taiwanese.glob(f"{performer}??a*.jpg"))[0], folder / f"{performer}_a_neutral.jpg")
+        shutil.copy(sorted(taiwanese.glob(f"{performer}21b*.jpg"))[0], folder / f"{performer}_b_happy.jpg")
+    out = tmp_path / "aus.json"
     assert run(["aus", str(folder), "-o", str(out)]) == 0
-    faces = json.loads(out.read_text())["faces"]
-    assert faces[1]["aus"]["AU12"] > faces[0]["aus"]["AU12"] + 0.5
+    au12 = {Path(face["source"]).stem: face["aus"]["AU12"] for face in json.loads(out.read_text())["faces"]}
+    for performer in performers:
+        assert au12[f"{performer}_b_happy"] > au12[f"{performer}_a_neutral"] + 1.0, performer
