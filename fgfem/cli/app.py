@@ -38,7 +38,9 @@ def _root(
 def report_error(message: str) -> None:
     """Print one readable error line on stderr."""
     line = Text("error: ", style="bold red")
-    line.append(" ".join(str(message).split()))
+    # File names that are not UTF-8 arrive as lone surrogates; show them as \xNN instead of failing to print.
+    printable = str(message).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    line.append(" ".join(printable.split()))
     err_console.print(line, soft_wrap=True)
 
 
