@@ -27,10 +27,11 @@ def atomic_path(final: str | os.PathLike[str], *, suffix: str | None = None) -> 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.partial-", suffix=keep_suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    # mkstemp creates 0600 files; give the result the permissions a plain open() would (0666 minus umask).
-    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield tmp
+        # mkstemp makes 0600 files (and some writers recreate the file): give the result the permissions
+        # a plain open() would, 0666 minus the umask.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         _fsync_file(tmp)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
