@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from fgfem.paths import shared_dir
+
+if TYPE_CHECKING:
+    from fgfem.editor import Editor
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +26,31 @@ def shared() -> Path:
 @pytest.fixture(scope="session")
 def samples(shared: Path) -> Path:
     return shared / "data" / "samples"
+
+
+@pytest.fixture()
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread: on a shared 2-core machine two threads contend and can run ~10x slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def editor() -> Editor:
+    """An editor around a randomly initialised tiny generator: the pipeline properties tested with it
+    (zero edit, paste-back, batching, frame counts) hold for any generator."""
+    import torch
+
+    from fgfem.editor import Editor
+    from fgfem.nets import Generator, NetConfig
+
+    torch.manual_seed(0)
+    return Editor(Generator(NetConfig(name="tiny-test", conv_dim=8, critic_dim=8)), image_size=128,
+                  device="cpu", backend="dlib")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -15,16 +15,6 @@ from fgfem.media import load_image
 
 
 @pytest.fixture(scope="module")
-def editor() -> Editor:
-    """A randomly initialised small generator: every property tested here holds for any G."""
-    from fgfem.nets import Generator, NetConfig
-
-    torch.manual_seed(0)
-    generator = Generator(NetConfig(name="tiny-test", conv_dim=8, critic_dim=8))
-    return Editor(generator, image_size=128, device="cpu", backend="dlib")
-
-
-@pytest.fixture(scope="module")
 def happy(samples: Path) -> np.ndarray:
     return load_image(samples / "pyfeat" / "0-f15-hao-ph.jpg").rgb
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
-import torch
 
 from fgfem.animation import (
     Frame,
@@ -86,17 +85,6 @@ def test_face_view_box_is_square_inside_the_image_and_covers_the_face() -> None:
 
 
 # ---------------------------------------------------------------------- with a (random) generator
-
-
-@pytest.fixture(scope="module")
-def editor():
-    """A randomly initialised small generator: enough for every property that holds for any G."""
-    from fgfem.editor import Editor
-    from fgfem.nets import Generator, NetConfig
-
-    torch.manual_seed(0)
-    generator = Generator(NetConfig(name="tiny-test", conv_dim=8, critic_dim=8))
-    return Editor(generator, image_size=128, device="cpu", backend="dlib")
 
 
 @pytest.fixture(scope="module")

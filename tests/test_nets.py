@@ -18,12 +18,7 @@ PAPER_GENERATOR_PARAMS = 57_632_768
 PAPER_CRITIC_PARAMS = 44_858_048
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,23 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from fgfem.aus import NUM_AUS, parse_au_specs
 from fgfem.cli import run
 from fgfem.editor import Editor
 from fgfem.render import FaceTracker, TrackerConfig, driver_deltas, edit_frames, render_video
 from fgfem.video import ffmpeg_exe, iter_frames, probe_video
-
-
-@pytest.fixture(scope="module")
-def editor() -> Editor:
-    """A randomly initialised small generator: the video properties tested here hold for any G."""
-    from fgfem.nets import Generator, NetConfig
-
-    torch.manual_seed(0)
-    return Editor(Generator(NetConfig(name="tiny-test", conv_dim=8, critic_dim=8)), image_size=128,
-                  device="cpu", backend="dlib")
 
 
 def ffmpeg(*args: object) -> None:
