@@ -16,6 +16,7 @@ where fgfem touches a pickle, with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -411,6 +412,8 @@ def convert_reference_checkpoint(
     """
     pth_path, out_path = Path(pth_path), Path(out_path)
     cfg = preset if isinstance(preset, NetConfig) else get_preset(preset)
+    # The reference generator always re-synthesises the image (tanh output).
+    cfg = dataclasses.replace(cfg, residual_output=False)
     state = _load_reference_state(pth_path, warn)
     _check_reference_layout(pth_path, state, cfg)
     ours = {REFERENCE_KEY_MAP[key]: value for key, value in state.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def lite_generator() -> Generator:
+    """A lite generator whose output layer is random too (a fresh one is the identity)."""
     torch.manual_seed(0)
-    return Generator(get_preset("lite")).eval()
+    generator = Generator(get_preset("lite")).eval()
+    torch.nn.init.normal_(generator.to_rgb.weight, 0.0, 0.02)
+    return generator
 
 
 def random_faces(batch: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -74,6 +78,25 @@ def test_generator_output_depends_on_the_aus(lite_generator):
         neutral = lite_generator(x, torch.zeros(1, NUM_AUS))
         smile = lite_generator(x, torch.eye(NUM_AUS)[8:9] * (2.0 / AU_SCALE))  # AU12 +2
     assert (neutral - smile).abs().max() > 1e-4
+
+
+def test_fresh_residual_generator_is_the_identity_and_the_paper_one_is_not():
+    x = random_faces(2, 64)
+    rel = torch.eye(NUM_AUS)[[8, 3]] * (2.0 / AU_SCALE)
+    torch.manual_seed(3)
+    residual = Generator(get_preset("lite")).eval()
+    paper_style = Generator(dataclasses.replace(get_preset("lite"), residual_output=False)).eval()
+    with torch.inference_mode():
+        assert torch.equal(residual(x, rel), x)
+        assert (paper_style(x, rel) - x).abs().mean() > 0.1
+    assert get_preset("lite").residual_output and not get_preset("paper").residual_output
+
+
+def test_residual_output_stays_in_range_and_moves_with_the_aus(lite_generator):
+    x = random_faces(2, 64)
+    with torch.inference_mode():
+        y = lite_generator(x, torch.eye(NUM_AUS)[[8, 3]] * (2.0 / AU_SCALE))
+    assert y.abs().max() <= 1.0 and (y - x).abs().mean() > 1e-3
 
 
 def test_every_au_reaches_the_output(lite_generator):

@@ -9,6 +9,7 @@ reference network computes with the same tensors.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -31,7 +32,9 @@ from fgfem.weights import (
     save_generator,
 )
 
-LITE = PRESETS["lite"]
+# The reference layout has no residual output, so the conversion tests use the lite widths with
+# the paper's tanh output (what convert_reference_checkpoint produces).
+LITE = dataclasses.replace(PRESETS["lite"], residual_output=False)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -430,3 +433,22 @@ def test_size_multiple_from_get_preset_is_kept_in_files(tmp_path, lite_generator
     save_generator(path, lite_generator, cfg)
     info = read_weights_info(path)
     assert info.image_size == 256 and info.cfg == cfg and isinstance(info.cfg, NetConfig)
+
+
+def test_residual_flag_travels_with_the_weights(tmp_path, inputs):
+    torch.manual_seed(4)
+    cfg = PRESETS["lite"]
+    generator = Generator(cfg).eval()
+    torch.nn.init.normal_(generator.to_rgb.weight, 0.0, 0.02)
+    path = tmp_path / "residual.safetensors"
+    save_generator(path, generator, cfg)
+    loaded, info = load_generator(path)
+    assert info.cfg.residual_output and loaded.cfg.residual_output
+    torch.testing.assert_close(outputs(loaded, inputs), outputs(generator, inputs), rtol=0, atol=0)
+
+
+def test_files_written_before_the_residual_flag_load_as_tanh_generators(tmp_path):
+    """Older files have no residual_output in their config: they are the paper's generator."""
+    values = LITE.to_dict()
+    del values["residual_output"]
+    assert NetConfig.from_dict(values).residual_output is False

@@ -26,6 +26,11 @@ class NetConfig:
     ``conv_dim * (1, 2, 4, 8)`` and a bottleneck of ``min(bottleneck_cap, 16 * conv_dim)``.
     ``critic_dim`` is the critic's first width (``ndf``), doubled at each of its
     ``critic_layers`` stride-2 convolutions.
+
+    ``residual_output`` makes the generator predict a change added to its input instead of
+    a whole new image (``clamp(x + delta)`` with the last layer zero-initialised): it starts
+    as the identity, so training spends its steps on the expression rather than on first
+    learning to copy the face. The paper's generator (``False``) re-synthesises every pixel.
     """
 
     name: str
@@ -35,6 +40,7 @@ class NetConfig:
     num_aus: int = NUM_AUS
     critic_layers: int = 6
     bottleneck_cap: int = 512
+    residual_output: bool = False
 
     def __post_init__(self) -> None:
         for field in ("conv_dim", "critic_dim", "image_size", "num_aus", "critic_layers", "bottleneck_cap"):
@@ -42,6 +48,8 @@ class NetConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise FgfemError(f"network config {self.name!r}: {field} must be a positive integer, "
                                  f"got {value!r}")
+        if not isinstance(self.residual_output, bool):
+            raise FgfemError(f"network config {self.name!r}: residual_output must be true or false")
         multiple = max(2**self.critic_layers, 16)
         if self.image_size % multiple:
             raise FgfemError(f"image size {self.image_size} is not a multiple of {multiple} "
@@ -86,8 +94,9 @@ PRESETS: dict[str, NetConfig] = {
     "paper": NetConfig(name="paper", conv_dim=64, critic_dim=64),
     # Same topology, a quarter of the generator's width (bottleneck 256) and half the
     # critic's: one 128 px training step (batch 8) costs ~9.8x less CPU time than
-    # "paper" (benchmarks/bench_nets_presets.py --threads 1).
-    "lite": NetConfig(name="lite", conv_dim=16, critic_dim=32),
+    # "paper" (benchmarks/bench_nets_presets.py --threads 1). Residual output: a CPU
+    # budget cannot afford the steps the paper's generator spends learning to copy faces.
+    "lite": NetConfig(name="lite", conv_dim=16, critic_dim=32, residual_output=True),
 }
 
 

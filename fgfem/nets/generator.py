@@ -42,6 +42,9 @@ class Generator(nn.Module):
         self.up1 = UpBlock(4 * c, c)  # 64 @ 128
         self.to_rgb = nn.Conv2d(c, 3, 7, padding=3, bias=False)
         init_normal(self)
+        if cfg.residual_output:
+            # Start as the exact identity; gradients still reach to_rgb's weights at once.
+            nn.init.zeros_(self.to_rgb.weight)
 
     def forward(self, x: torch.Tensor, rel_aus: torch.Tensor) -> torch.Tensor:
         check_generator_inputs(x, rel_aus, self.cfg.num_aus)
@@ -58,6 +61,8 @@ class Generator(nn.Module):
         y = self.up3(torch.cat([y, s3], dim=1))
         y = self.up2(torch.cat([y, s2], dim=1))
         y = self.up1(torch.cat([y, s1], dim=1))
+        if self.cfg.residual_output:
+            return (x + self.to_rgb(y)).clamp(-1.0, 1.0)
         return torch.tanh(self.to_rgb(y))
 
 
