@@ -16,12 +16,14 @@ from test_train_data import build_tiny_dataset
 
 from fgfem.cli import run as cli_run
 from fgfem.errors import FgfemError
-from fgfem.train import TrainConfig, read_metrics, train
+from fgfem.train import TrainConfig, export_generator, read_metrics, train
 from fgfem.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from fgfem.train.losses import CriticLoss, GeneratorLoss, total_variation
 from fgfem.train.preview import PREVIEW_EDITS
 
 TINY = {"preset": "lite", "conv_dim": 8, "critic_dim": 8, "image_size": 64, "batch": 4}
+# The paper's topology at the same tiny widths: its generator must first learn to copy faces.
+TINY_PAPER = {**TINY, "preset": "paper"}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def data_dir(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def short_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     torch.set_num_threads(1)
-    cfg = TrainConfig(**TINY, max_steps=12, critic_steps=1, lr_g=5e-4, lr_d=5e-4, save_every=6, keep_last=1,
+    cfg = TrainConfig(**TINY_PAPER, max_steps=12, critic_steps=1, lr_g=5e-4, lr_d=5e-4, save_every=6, keep_last=1,
                       preview_every=6)
     return train(data_dir, tmp_path_factory.mktemp("runs") / "short", cfg, show_progress=False)
 
@@ -45,6 +47,22 @@ def test_identity_and_cycle_losses_fall(short_run) -> None:
         values = [line[name] for line in log]
         first, last = np.mean(values[:3]), np.mean(values[-3:])
         assert last < 0.8 * first, f"{name} did not fall: {first:.3f} -> {last:.3f}"
+
+
+def test_residual_lite_run_starts_as_the_identity(short_run, data_dir: Path, tmp_path: Path) -> None:
+    """lite's residual generator reproduces faces from step 0, where the paper's must first learn to."""
+    torch.set_num_threads(1)
+    cfg = TrainConfig(**TINY, max_steps=8, critic_steps=1, lr_g=2e-4, lr_d=2e-4, save_every=8, preview_every=8)
+    result = train(data_dir, tmp_path / "residual", cfg, show_progress=False, export=False)
+    log = read_metrics(tmp_path / "residual")
+    paper_start = read_metrics(short_run.run_dir)[0]["g_idt"]
+    assert cfg.net_config().residual_output and not TrainConfig(**TINY_PAPER).net_config().residual_output
+    assert log[0]["g_idt"] == 0.0 and log[0]["g_cyc"] == 0.0  # identity at step 0, whatever the AUs
+    worst = max(line["g_idt"] for line in log)
+    assert worst < 0.25 * paper_start, f"residual identity L1 up to {worst:.3f}, paper starts at {paper_start:.3f}"
+    assert result.images_seen == 8 * 4
+    state = load_checkpoint(latest_checkpoint(tmp_path / "residual")).tensors
+    assert state["G/to_rgb.weight"].abs().max() > 0  # the zero-initialised output layer has started to learn
 
 
 def test_run_writes_log_previews_checkpoints_and_export(short_run) -> None:
@@ -70,6 +88,20 @@ def test_run_writes_log_previews_checkpoints_and_export(short_run) -> None:
     # The exported generator is the checkpoint's.
     state = load_checkpoint(latest_checkpoint(run_dir)).tensors
     torch.testing.assert_close(generator.state_dict()["to_rgb.weight"], state["G/to_rgb.weight"])
+
+
+def test_export_in_half_precision(short_run, tmp_path: Path) -> None:
+    from fgfem.weights import load_generator, read_weights_info
+
+    full = export_generator(short_run.run_dir, tmp_path / "fp32.safetensors")
+    half = export_generator(short_run.run_dir, tmp_path / "fp16.safetensors", dtype="float16")
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    assert read_weights_info(half).dtype == "float16"
+    state32, state16 = load_generator(full)[0].state_dict(), load_generator(half)[0].state_dict()
+    for key, value in state32.items():
+        torch.testing.assert_close(state16[key], value, rtol=1e-3, atol=1e-4)
+    with pytest.raises(FgfemError, match="unknown export dtype"):
+        export_generator(short_run.run_dir, tmp_path / "x.safetensors", dtype="int8")
 
 
 def test_corrupt_checkpoint_is_refused(short_run, tmp_path: Path) -> None:

@@ -91,6 +91,7 @@ def export(
     run: Path = typer.Argument(..., help="A run folder written by `fgfem train`."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Default RUN/generator.safetensors."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+    dtype: str = typer.Option("float32", "--dtype", help="Storage: float32, float16 (half the size) or bfloat16."),
 ) -> None:
     """Export a run's latest generator as a .safetensors weights file with its training summary.
 
@@ -98,5 +99,5 @@ def export(
     """
     from fgfem.train import export_generator
 
-    path = export_generator(run, output, force=force)
+    path = export_generator(run, output, force=force, dtype=dtype)
     console.print(f"wrote {escape(str(path))}")

@@ -276,9 +276,20 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], step: int, cfg: Train
 # --- export -------------------------------------------------------------------------------------------------
 
 
-def export_generator(run_dir: str | Path, out: str | Path | None = None, *, force: bool = False) -> Path:
-    """Write the latest checkpoint's generator as a weights file with a training summary."""
+EXPORT_DTYPES = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def export_generator(
+    run_dir: str | Path, out: str | Path | None = None, *, force: bool = False, dtype: str = "float32"
+) -> Path:
+    """Write the latest checkpoint's generator as a weights file with a training summary.
+
+    ``dtype`` float16 halves the file for shipping; loading casts back to float32.
+    """
     from fgfem.weights import save_generator
+
+    if dtype not in EXPORT_DTYPES:
+        raise FgfemError(f"unknown export dtype {dtype!r}; choose one of: {', '.join(EXPORT_DTYPES)}")
 
     run_dir = Path(run_dir)
     found = latest_checkpoint(run_dir)
@@ -300,7 +311,7 @@ def export_generator(run_dir: str | Path, out: str | Path | None = None, *, forc
         "config": checkpoint.meta["config"],
         "checkpoint": found.name,
     }
-    save_generator(out, generator, net_cfg, training=summary)
+    save_generator(out, generator, net_cfg, dtype=EXPORT_DTYPES[dtype], training=summary)
     return out
 
 
