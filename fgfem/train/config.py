@@ -53,6 +53,11 @@ class TrainConfig:
     lambda_idt: float = 30.0
     lambda_cyc: float = 30.0
     lambda_tv: float = 1e-5
+    # Supervised expression pairs (fgfem/train/pairs.py; not in the paper): L1 between G(source, rel) and
+    # the same person's photo with the target expression. Off at 0.
+    lambda_pair: float = 0.0
+    pair_pattern: str | None = None  # regex whose named groups say which faces are one person in one pose
+    pair_batch: int = 4
     # Critic regulariser: the paper's WGAN-GP on every step, or lazy R1 on real images (cheaper on a CPU).
     regularizer: str = "wgan-gp"
     r1_gamma: float = 10.0
@@ -75,7 +80,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         positive = ("image_size", "batch", "epochs", "critic_steps", "save_every", "keep_last", "preview_every",
-                    "log_every", "r1_every")
+                    "log_every", "r1_every", "pair_batch")
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -94,6 +99,8 @@ class TrainConfig:
                 value = getattr(self, field.name)
                 if not isinstance(value, (int, float)) or value < 0:
                     raise FgfemError(f"training setting {field.name} must be a number >= 0, got {value!r}")
+        if self.lambda_pair > 0 and not self.pair_pattern:
+            raise FgfemError("--lambda-pair needs --pair-pattern (which faces are one person with two expressions)")
         if self.regularizer not in REGULARIZERS:
             raise FgfemError(f"unknown regulariser {self.regularizer!r}; choose one of: {', '.join(REGULARIZERS)}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):

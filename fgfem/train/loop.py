@@ -38,7 +38,8 @@ from fgfem.train.checkpoint import (
 )
 from fgfem.train.config import TrainConfig
 from fgfem.train.data import FaceDataset, FaceSet, batches_per_epoch, epoch_loader, load_faces, preview_faces
-from fgfem.train.losses import CriticLoss, GeneratorLoss
+from fgfem.train.losses import CriticLoss, GeneratorLoss, pair_l1
+from fgfem.train.pairs import PairSampler, find_pairs
 from fgfem.train.preview import preview_grid, save_preview
 
 METRICS = "metrics.jsonl"
@@ -133,6 +134,11 @@ def _run(data_dir: Path, run_dir: Path, cfg: TrainConfig, choice: DeviceChoice, 
     faces = load_faces(data_dir, holdout=cfg.holdout, limit=cfg.limit)
     dataset = FaceDataset(faces.train, cfg.image_size, target_jitter=cfg.target_jitter,
                           source_jitter=cfg.source_jitter, hflip=cfg.hflip, pad=cfg.pad)
+    pair_sampler = None
+    if cfg.lambda_pair > 0:
+        assert cfg.pair_pattern is not None  # TrainConfig checks it
+        pair_sampler = PairSampler(faces.train, find_pairs(faces.train, cfg.pair_pattern), cfg.image_size,
+                                   hflip=cfg.hflip)
     per_epoch = batches_per_epoch(len(dataset), cfg.batch, dist_info.world_size)
     total_steps = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * per_epoch)
     preview_batch = preview_faces(faces, cfg.image_size) if main else None
@@ -177,7 +183,8 @@ def _run(data_dir: Path, run_dir: Path, cfg: TrainConfig, choice: DeviceChoice, 
                                   world=dist_info.world_size, start=start, num_workers=cfg.num_workers,
                                   pin_memory=device.type == "cuda")
             for batch in loader:
-                terms = train_step(nets, batch, step, cfg, critic_loss, generator_loss, device, autocast)
+                terms = train_step(nets, batch, step, cfg, critic_loss, generator_loss, device, autocast,
+                                   pair_sampler=pair_sampler)
                 terms = distributed.mean_over_ranks(terms, dist_info, device)
                 images_seen += cfg.batch * dist_info.world_size
                 record = {"step": step, "epoch": epoch, "lr_g": nets.opt_g.param_groups[0]["lr"],
@@ -238,7 +245,7 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
 
 def train_step(nets: Nets, batch: dict[str, torch.Tensor], step: int, cfg: TrainConfig, critic_loss: CriticLoss,
                generator_loss: GeneratorLoss, device: torch.device,
-               autocast: Any) -> dict[str, float]:
+               autocast: Any, pair_sampler: PairSampler | None = None) -> dict[str, float]:
     """One critic update, plus a generator update on every ``critic_steps``-th step; returns the logged terms."""
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     x = batch["x"].to(device, non_blocking=True).contiguous(memory_format=memory)
@@ -261,6 +268,12 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], step: int, cfg: Train
         nets.raw_critic.requires_grad_(False)
         with autocast():
             g_total, g_terms = generator_loss(nets.generator, nets.raw_critic, x, fake, rel, a_t)
+            if pair_sampler is not None:
+                pair = pair_sampler.sample(cfg.pair_batch, draws)
+                g_terms["g_pair"] = pair_l1(nets.generator, pair.source.to(device), pair.target.to(device),
+                                            pair.rel.to(device))
+                g_total = g_total + cfg.lambda_pair * g_terms["g_pair"]
+                g_terms["g_total"] = g_total
         nets.opt_g.zero_grad(set_to_none=True)
         g_total.backward()
         nets.opt_g.step()

@@ -108,3 +108,9 @@ class GeneratorLoss:
                  + self.lambda_cyc * terms["g_cyc"] + self.lambda_tv * terms["g_tv"])
         terms["g_total"] = total
         return total, terms
+
+
+def pair_l1(generator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], source: torch.Tensor,
+            target: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+    """Mean L1 between G(source, rel) and the real photo of that expression (fgfem/train/pairs.py)."""
+    return (generator(source, rel).float() - target).abs().mean()
