@@ -80,14 +80,15 @@ def test_generator_output_depends_on_the_aus(lite_generator):
     assert (neutral - smile).abs().max() > 1e-4
 
 
-def test_fresh_residual_generator_is_the_identity_and_the_paper_one_is_not():
+def test_fresh_residual_generator_is_near_the_identity_and_the_paper_one_is_not():
     x = random_faces(2, 64)
     rel = torch.eye(NUM_AUS)[[8, 3]] * (2.0 / AU_SCALE)
     torch.manual_seed(3)
     residual = Generator(get_preset("lite")).eval()
     paper_style = Generator(dataclasses.replace(get_preset("lite"), residual_output=False)).eval()
     with torch.inference_mode():
-        assert torch.equal(residual(x, rel), x)
+        change = (residual(x, rel) - x).abs().mean()
+        assert 0 < change < 0.05  # close to the input, yet not stuck behind an all-zero layer
         assert (paper_style(x, rel) - x).abs().mean() > 0.1
     assert get_preset("lite").residual_output and not get_preset("paper").residual_output
 

@@ -28,8 +28,8 @@ class NetConfig:
     ``critic_layers`` stride-2 convolutions.
 
     ``residual_output`` makes the generator predict a change added to its input instead of
-    a whole new image (``clamp(x + delta)`` with the last layer zero-initialised): it starts
-    as the identity, so training spends its steps on the expression rather than on first
+    a whole new image (``clamp(x + delta)``, the last layer initialised near zero): it starts
+    close to the identity, so training spends its steps on the expression rather than on first
     learning to copy the face. The paper's generator (``False``) re-synthesises every pixel.
     """
 

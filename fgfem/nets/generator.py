@@ -17,6 +17,8 @@ from fgfem.nets.config import NetConfig
 
 # Four stride-2 steps down to the bottleneck.
 GENERATOR_SIZE_MULTIPLE = 16
+# Initial spread of the last layer of a residual generator (see Generator.__init__).
+RESIDUAL_INIT_STD = 1e-3
 
 
 class Generator(nn.Module):
@@ -43,8 +45,10 @@ class Generator(nn.Module):
         self.to_rgb = nn.Conv2d(c, 3, 7, padding=3, bias=False)
         init_normal(self)
         if cfg.residual_output:
-            # Start as the exact identity; gradients still reach to_rgb's weights at once.
-            nn.init.zeros_(self.to_rgb.weight)
+            # Start close to the identity (mean change ~0.02 on [-1, 1]) but not at it: behind an all-zero
+            # last layer no gradient reaches the rest of the network (measured: its weights stayed ~3e-5
+            # after 100 generator steps and the edits never appeared).
+            nn.init.normal_(self.to_rgb.weight, 0.0, RESIDUAL_INIT_STD)
 
     def forward(self, x: torch.Tensor, rel_aus: torch.Tensor) -> torch.Tensor:
         check_generator_inputs(x, rel_aus, self.cfg.num_aus)
