@@ -336,8 +336,10 @@ def _guess_preset(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
     from fgfem.nets import PRESETS
 
     for name, cfg in PRESETS.items():
-        if dict(shapes) == expected_shapes(cfg):
-            return name
+        # With or without the AU modulation: the widths are what tell presets apart.
+        for variant in (cfg, dataclasses.replace(cfg, au_film=not cfg.au_film)):
+            if dict(shapes) == expected_shapes(variant):
+                return name
     return None
 
 
@@ -412,8 +414,8 @@ def convert_reference_checkpoint(
     """
     pth_path, out_path = Path(pth_path), Path(out_path)
     cfg = preset if isinstance(preset, NetConfig) else get_preset(preset)
-    # The reference generator always re-synthesises the image (tanh output).
-    cfg = dataclasses.replace(cfg, residual_output=False)
+    # The reference generator re-synthesises the image (tanh output) and has no AU modulation.
+    cfg = dataclasses.replace(cfg, residual_output=False, au_film=False)
     state = _load_reference_state(pth_path, warn)
     _check_reference_layout(pth_path, state, cfg)
     ours = {REFERENCE_KEY_MAP[key]: value for key, value in state.items()}

@@ -13,6 +13,7 @@ from PIL import Image
 from fgfem.aus import AU_SCALE, NUM_AUS
 from fgfem.errors import FgfemError
 from fgfem.nets import PRESETS, Critic, Generator, NetConfig, count_parameters, get_preset
+from fgfem.nets.blocks import ConvNormAct, concat_aus
 
 # Counted from the reference UNet_MSF_Generator / Discriminator_Plus (ngf = ndf = 64, 17 AUs, 128 px).
 PAPER_GENERATOR_PARAMS = 57_632_768
@@ -184,3 +185,25 @@ def test_real_faces_through_both_networks(samples: Path):
     assert y.shape == x.shape and y.abs().max() <= 1
     assert scores.shape == (2, 1, 2, 2) and predicted.shape == (2, NUM_AUS)
     assert torch.isfinite(predicted).all()
+
+
+def test_instance_norm_cancels_constant_au_channels_but_not_the_au_modulation():
+    """Why lite has AUModulation: inside the image, IN removes what constant AU channels add."""
+    torch.manual_seed(0)
+    concat_only = ConvNormAct(8 + NUM_AUS, 8, 3)
+    modulated = ConvNormAct(8 + NUM_AUS, 8, 3, film_aus=NUM_AUS)
+    modulated.conv.load_state_dict(concat_only.conv.state_dict())
+    torch.nn.init.normal_(modulated.film.linear.weight, 0.0, 0.5)
+    x = random_faces(1, 32)[:, :1].expand(1, 8, 32, 32).contiguous()
+    r0, r1 = torch.zeros(1, NUM_AUS), torch.eye(NUM_AUS)[[8]] * 0.4
+    with torch.no_grad():
+        plain_change = concat_only(concat_aus(x, r1)) - concat_only(concat_aus(x, r0))
+        film_change = modulated(concat_aus(x, r1), r1) - modulated(concat_aus(x, r0), r0)
+    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))
+    assert plain_change[inner].abs().mean() < 0.2 * film_change[inner].abs().mean()
+    fresh = ConvNormAct(8 + NUM_AUS, 8, 3, film_aus=NUM_AUS)  # zero-initialised: same as without it
+    fresh.conv.load_state_dict(concat_only.conv.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(concat_aus(x, r1), r1), concat_only(concat_aus(x, r1)))
+    with pytest.raises(ValueError, match="pass the AUs"):
+        fresh(concat_aus(x, r1))

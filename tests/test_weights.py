@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from fgfem.aus import AU_CODES, NUM_AUS
 from fgfem.cli import run
 from fgfem.errors import FgfemError
-from fgfem.nets import PRESETS, Generator, NetConfig, get_preset
+from fgfem.nets import PRESETS, Generator, NetConfig
 from fgfem.weights import (
     REFERENCE_KEY_MAP,
     convert_reference_checkpoint,
@@ -34,7 +34,7 @@ from fgfem.weights import (
 
 # The reference layout has no residual output, so the conversion tests use the lite widths with
 # the paper's tanh output (what convert_reference_checkpoint produces).
-LITE = dataclasses.replace(PRESETS["lite"], residual_output=False)
+LITE = dataclasses.replace(PRESETS["lite"], residual_output=False, au_film=False)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -318,7 +318,7 @@ def reference_forward(sd: dict[str, torch.Tensor], x: torch.Tensor, c: torch.Ten
 
 @pytest.mark.parametrize("preset", ["paper", "lite"])
 def test_key_map_covers_the_reference_layout_with_matching_shapes(preset):
-    cfg = PRESETS[preset]
+    cfg = dataclasses.replace(PRESETS[preset], residual_output=False, au_film=False)
     layout = reference_layout(cfg.conv_dim, NUM_AUS)
     ours = expected_shapes(cfg)
     assert set(layout) == set(REFERENCE_KEY_MAP)
@@ -428,7 +428,7 @@ def test_cli_convert_bad_preset(tmp_path, capsys):
 
 
 def test_size_multiple_from_get_preset_is_kept_in_files(tmp_path, lite_generator):
-    cfg = get_preset("lite", 256)
+    cfg = LITE.with_image_size(256)
     path = tmp_path / "lite256.safetensors"
     save_generator(path, lite_generator, cfg)
     info = read_weights_info(path)
@@ -440,15 +440,19 @@ def test_residual_flag_travels_with_the_weights(tmp_path, inputs):
     cfg = PRESETS["lite"]
     generator = Generator(cfg).eval()
     torch.nn.init.normal_(generator.to_rgb.weight, 0.0, 0.02)
+    for name, param in generator.named_parameters():
+        if ".film." in name:
+            torch.nn.init.normal_(param, 0.0, 0.1)  # the modulation must travel too
     path = tmp_path / "residual.safetensors"
     save_generator(path, generator, cfg)
     loaded, info = load_generator(path)
-    assert info.cfg.residual_output and loaded.cfg.residual_output
+    assert info.cfg.residual_output and loaded.cfg.residual_output and info.cfg.au_film
     torch.testing.assert_close(outputs(loaded, inputs), outputs(generator, inputs), rtol=0, atol=0)
 
 
 def test_files_written_before_the_residual_flag_load_as_tanh_generators(tmp_path):
     """Older files have no residual_output in their config: they are the paper's generator."""
     values = LITE.to_dict()
-    del values["residual_output"]
-    assert NetConfig.from_dict(values).residual_output is False
+    del values["residual_output"], values["au_film"]
+    cfg = NetConfig.from_dict(values)
+    assert cfg.residual_output is False and cfg.au_film is False

@@ -51,15 +51,44 @@ class ConvNormAct(nn.Module):
         act: Activation = "relu",
         norm: bool = True,
         transpose: bool = False,
+        film_aus: int = 0,
     ) -> None:
         super().__init__()
         conv_type = nn.ConvTranspose2d if transpose else nn.Conv2d
         self.conv = conv_type(in_ch, out_ch, kernel, stride=stride, padding=(kernel - 1) // 2, bias=False)
         self.norm = nn.InstanceNorm2d(out_ch, affine=True) if norm else nn.Identity()
         self.act = make_activation(act)
+        self.film = AUModulation(film_aus, out_ch) if film_aus else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.conv(x)))
+    def forward(self, x: torch.Tensor, aus: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.norm(self.conv(x))
+        if self.film is not None:
+            if aus is None:
+                raise ValueError("this layer is AU-modulated: pass the AUs")
+            y = self.film(y, aus)
+        return self.act(y)
+
+
+class AUModulation(nn.Module):
+    """Per-channel scale and shift predicted from the AUs, applied after InstanceNorm (FiLM).
+
+    Why: the paper feeds the AUs as constant channels into a convolution followed by
+    InstanceNorm. A convolution of constant channels is constant over the image (up to the
+    zero-padded border), and InstanceNorm subtracts exactly that per-channel constant, so the
+    condition survives only at the borders and a generator learns to depend on it slowly
+    (measured on lite: |G(x, r) - G(x, 0)| ~ 5e-6 after 100 generator steps). Applied after the
+    norm it cannot be cancelled. Zero-initialised: the network starts as without it.
+    """
+
+    def __init__(self, num_aus: int, channels: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(num_aus, 2 * channels)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, features: torch.Tensor, aus: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.linear(aus.to(features.dtype)).chunk(2, dim=1)
+        return features * (1.0 + scale[:, :, None, None]) + shift[:, :, None, None]
 
 
 class DownBlock(ConvNormAct):
@@ -110,17 +139,17 @@ class MSFSkipUnit(nn.Module):
     region reach the decoder.
     """
 
-    def __init__(self, hr_dim: int, lr_dim: int, out_dim: int, num_aus: int) -> None:
+    def __init__(self, hr_dim: int, lr_dim: int, out_dim: int, num_aus: int, *, film: bool = False) -> None:
         super().__init__()
         lift_dim = min(lr_dim, out_dim)
-        self.in_conv = ConvNormAct(hr_dim + num_aus, hr_dim, 5)
+        self.in_conv = ConvNormAct(hr_dim + num_aus, hr_dim, 5, film_aus=num_aus if film else 0)
         self.fusion = FusionBlock(hr_dim, lr_dim)
         self.lift = UpBlock(lr_dim, lift_dim, act="lrelu")
         self.out3 = ConvNormAct(hr_dim + lift_dim, out_dim // 2, 3)
         self.out5 = ConvNormAct(hr_dim + lift_dim, out_dim - out_dim // 2, 5)
 
     def forward(self, hr: torch.Tensor, lr: torch.Tensor, aus: torch.Tensor) -> torch.Tensor:
-        hr = self.in_conv(concat_aus(hr, aus))
+        hr = self.in_conv(concat_aus(hr, aus), aus)
         hr, lr = self.fusion(hr, lr)
         merged = torch.cat([hr, self.lift(lr)], dim=1)
         return torch.cat([self.out3(merged), self.out5(merged)], dim=1)

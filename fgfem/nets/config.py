@@ -31,6 +31,10 @@ class NetConfig:
     a whole new image (``clamp(x + delta)``, the last layer initialised near zero): it starts
     close to the identity, so training spends its steps on the expression rather than on first
     learning to copy the face. The paper's generator (``False``) re-synthesises every pixel.
+
+    ``au_film`` adds a per-channel scale and shift predicted from the AUs after the
+    InstanceNorm of each AU-conditioned layer (``blocks.AUModulation``): the paper's
+    constant AU channels are mostly cancelled by that norm.
     """
 
     name: str
@@ -41,6 +45,7 @@ class NetConfig:
     critic_layers: int = 6
     bottleneck_cap: int = 512
     residual_output: bool = False
+    au_film: bool = False
 
     def __post_init__(self) -> None:
         for field in ("conv_dim", "critic_dim", "image_size", "num_aus", "critic_layers", "bottleneck_cap"):
@@ -48,8 +53,9 @@ class NetConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise FgfemError(f"network config {self.name!r}: {field} must be a positive integer, "
                                  f"got {value!r}")
-        if not isinstance(self.residual_output, bool):
-            raise FgfemError(f"network config {self.name!r}: residual_output must be true or false")
+        for flag in ("residual_output", "au_film"):
+            if not isinstance(getattr(self, flag), bool):
+                raise FgfemError(f"network config {self.name!r}: {flag} must be true or false")
         multiple = max(2**self.critic_layers, 16)
         if self.image_size % multiple:
             raise FgfemError(f"image size {self.image_size} is not a multiple of {multiple} "
@@ -94,9 +100,10 @@ PRESETS: dict[str, NetConfig] = {
     "paper": NetConfig(name="paper", conv_dim=64, critic_dim=64),
     # Same topology, a quarter of the generator's width (bottleneck 256) and half the
     # critic's: one 128 px training step (batch 8) costs ~9.8x less CPU time than
-    # "paper" (benchmarks/bench_nets_presets.py --threads 1). Residual output: a CPU
-    # budget cannot afford the steps the paper's generator spends learning to copy faces.
-    "lite": NetConfig(name="lite", conv_dim=16, critic_dim=32, residual_output=True),
+    # "paper" (benchmarks/bench_nets_presets.py --threads 1). Residual output and AU
+    # modulation: a CPU budget cannot afford the steps the paper's generator spends
+    # learning to copy faces and to hear the AUs through InstanceNorm.
+    "lite": NetConfig(name="lite", conv_dim=16, critic_dim=32, residual_output=True, au_film=True),
 }
 
 

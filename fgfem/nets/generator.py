@@ -32,11 +32,12 @@ class Generator(nn.Module):
         self.down2 = DownBlock(2 * c, 4 * c)  # 256 @ 32
         self.down3 = DownBlock(4 * c, 8 * c)  # 512 @ 16
         self.down4 = DownBlock(8 * c, b)  # 512 @ 8
-        self.bottleneck = ConvNormAct(b + n, b, 3)  # 512 @ 8, sees the AUs
+        film = n if cfg.au_film else 0
+        self.bottleneck = ConvNormAct(b + n, b, 3, film_aus=film)  # 512 @ 8, sees the AUs
         # Skip units, run coarse to fine: each fuses an encoder map with the previous unit's output.
-        self.skip3 = MSFSkipUnit(8 * c, b, 8 * c, n)  # 512 @ 16
-        self.skip2 = MSFSkipUnit(4 * c, 8 * c, 4 * c, n)  # 256 @ 32
-        self.skip1 = MSFSkipUnit(2 * c, 4 * c, 2 * c, n)  # 128 @ 64
+        self.skip3 = MSFSkipUnit(8 * c, b, 8 * c, n, film=cfg.au_film)  # 512 @ 16
+        self.skip2 = MSFSkipUnit(4 * c, 8 * c, 4 * c, n, film=cfg.au_film)  # 256 @ 32
+        self.skip1 = MSFSkipUnit(2 * c, 4 * c, 2 * c, n, film=cfg.au_film)  # 128 @ 64
         # Decoder with U-Net concatenation of the skip units' outputs.
         self.up4 = UpBlock(b, 8 * c)  # 512 @ 16
         self.up3 = UpBlock(16 * c, 4 * c)  # 256 @ 32
@@ -55,7 +56,7 @@ class Generator(nn.Module):
         d1 = self.down1(self.stem(x))
         d2 = self.down2(d1)
         d3 = self.down3(d2)
-        bottom = self.bottleneck(concat_aus(self.down4(d3), rel_aus))
+        bottom = self.bottleneck(concat_aus(self.down4(d3), rel_aus), rel_aus)
 
         s3 = self.skip3(d3, bottom, rel_aus)
         s2 = self.skip2(d2, s3, rel_aus)
