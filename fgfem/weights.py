@@ -336,8 +336,9 @@ def _guess_preset(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
     from fgfem.nets import PRESETS
 
     for name, cfg in PRESETS.items():
-        # With or without the AU modulation: the widths are what tell presets apart.
-        for variant in (cfg, dataclasses.replace(cfg, au_film=not cfg.au_film)):
+        # With or without the residual output and AU modulation: the widths tell presets apart.
+        variants = [dataclasses.replace(cfg, residual_output=r, au_film=f) for r in (True, False) for f in (True, False)]
+        for variant in variants:
             if dict(shapes) == expected_shapes(variant):
                 return name
     return None

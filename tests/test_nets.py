@@ -14,6 +14,7 @@ from fgfem.aus import AU_SCALE, NUM_AUS
 from fgfem.errors import FgfemError
 from fgfem.nets import PRESETS, Critic, Generator, NetConfig, count_parameters, get_preset
 from fgfem.nets.blocks import ConvNormAct, concat_aus
+from fgfem.nets.generator import au_weighted_change
 
 # Counted from the reference UNet_MSF_Generator / Discriminator_Plus (ngf = ndf = 64, 17 AUs, 128 px).
 PAPER_GENERATOR_PARAMS = 57_632_768
@@ -81,17 +82,25 @@ def test_generator_output_depends_on_the_aus(lite_generator):
     assert (neutral - smile).abs().max() > 1e-4
 
 
-def test_fresh_residual_generator_is_near_the_identity_and_the_paper_one_is_not():
+def test_residual_generator_is_the_identity_for_a_zero_edit_and_the_paper_one_is_not():
     x = random_faces(2, 64)
     rel = torch.eye(NUM_AUS)[[8, 3]] * (2.0 / AU_SCALE)
     torch.manual_seed(3)
     residual = Generator(get_preset("lite")).eval()
+    torch.nn.init.normal_(residual.to_rgb.weight, 0.0, 0.05)  # any weights: identity is built in
     paper_style = Generator(dataclasses.replace(get_preset("lite"), residual_output=False)).eval()
     with torch.inference_mode():
-        change = (residual(x, rel) - x).abs().mean()
-        assert 0 < change < 0.05  # close to the input, yet not stuck behind an all-zero layer
-        assert (paper_style(x, rel) - x).abs().mean() > 0.1
+        assert torch.equal(residual(x, torch.zeros_like(rel)), x)
+        assert (residual(x, rel) - x).abs().mean() > 0.01
+        assert (paper_style(x, torch.zeros_like(rel)) - x).abs().mean() > 0.1
     assert get_preset("lite").residual_output and not get_preset("paper").residual_output
+
+
+def test_residual_change_is_the_au_weighted_sum_of_per_au_maps():
+    maps = torch.randn(2, 3 * NUM_AUS, 8, 8)
+    rel = torch.randn(2, NUM_AUS)
+    expected = sum(rel[:, k, None, None, None] * maps[:, 3 * k : 3 * k + 3] for k in range(NUM_AUS))
+    torch.testing.assert_close(au_weighted_change(maps, rel), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_residual_output_stays_in_range_and_moves_with_the_aus(lite_generator):

@@ -28,9 +28,10 @@ class NetConfig:
     ``critic_layers`` stride-2 convolutions.
 
     ``residual_output`` makes the generator predict a change added to its input instead of
-    a whole new image (``clamp(x + delta)``, the last layer initialised near zero): it starts
-    close to the identity, so training spends its steps on the expression rather than on first
-    learning to copy the face. The paper's generator (``False``) re-synthesises every pixel.
+    a whole new image: ``clamp(x + sum_k r_k * change_k)``, one RGB change map per AU. A zero
+    edit is then the identity by construction, so training spends its steps on the
+    expression rather than on first learning to copy the face. The paper's generator
+    (``False``) re-synthesises every pixel.
 
     ``au_film`` adds a per-channel scale and shift predicted from the AUs after the
     InstanceNorm of each AU-conditioned layer (``blocks.AUModulation``): the paper's
