@@ -337,7 +337,8 @@ def _guess_preset(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
 
     for name, cfg in PRESETS.items():
         # With or without the residual output and AU modulation: the widths tell presets apart.
-        variants = [dataclasses.replace(cfg, residual_output=r, au_film=f) for r in (True, False) for f in (True, False)]
+        flags = [(r, f) for r in (True, False) for f in (True, False)]
+        variants = [dataclasses.replace(cfg, residual_output=r, au_film=f) for r, f in flags]
         for variant in variants:
             if dict(shapes) == expected_shapes(variant):
                 return name
