@@ -161,3 +161,11 @@ def test_gradient_penalty_and_losses_on_known_critics() -> None:
 def test_config_json_is_written(short_run) -> None:
     stored = json.loads((short_run.run_dir / "config.json").read_text())
     assert stored["train"]["batch"] == 4 and stored["net"]["conv_dim"] == 8 and stored["data"]["layout"] == "fgfem"
+
+
+def test_exported_config_keeps_no_machine_paths() -> None:
+    from fgfem.train.loop import _shareable_config
+
+    config = {"holdout": "/home/someone/data/held_out.txt", "batch": 16}
+    assert _shareable_config(config) == {"holdout": "held_out.txt", "batch": 16}
+    assert _shareable_config({"holdout": None})["holdout"] is None

@@ -321,11 +321,19 @@ def export_generator(
         "epochs": checkpoint.meta["epoch"],
         "images_seen": checkpoint.meta["images_seen"],
         "data": checkpoint.meta["data"],
-        "config": checkpoint.meta["config"],
+        "config": _shareable_config(checkpoint.meta["config"]),
         "checkpoint": found.name,
     }
     save_generator(out, generator, net_cfg, dtype=EXPORT_DTYPES[dtype], training=summary)
     return out
+
+
+def _shareable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The training config for a file that gets shared: paths of this machine reduced to file names."""
+    shared = dict(config)
+    if shared.get("holdout"):
+        shared["holdout"] = Path(shared["holdout"]).name
+    return shared
 
 
 # --- small helpers: log, progress, signals, throughput --------------------------------------------------------
