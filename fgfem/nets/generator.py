@@ -46,7 +46,7 @@ class Generator(nn.Module):
         # Residual: one RGB change per AU, weighted by the AUs asked for (see forward).
         self.to_rgb = nn.Conv2d(c, 3 * n if cfg.residual_output else 3, 7, padding=3, bias=False)
         init_normal(self)
-        if cfg.residual_output:
+        if cfg.residual_output and not self.to_rgb.weight.is_meta:  # meta: see init_normal
             nn.init.normal_(self.to_rgb.weight, 0.0, RESIDUAL_INIT_STD)
 
     def forward(self, x: torch.Tensor, rel_aus: torch.Tensor) -> torch.Tensor:
