@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import sys
 from collections.abc import Callable, Mapping
@@ -335,12 +336,11 @@ def _check_shapes(shapes: Mapping[str, tuple[int, ...]], cfg: NetConfig, *, sour
 def _guess_preset(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
     from fgfem.nets import PRESETS
 
+    # With or without the residual output and AU modulation: the widths tell presets apart.
+    flags = list(itertools.product((True, False), repeat=2))
     for name, cfg in PRESETS.items():
-        # With or without the residual output and AU modulation: the widths tell presets apart.
-        flags = [(r, f) for r in (True, False) for f in (True, False)]
-        variants = [dataclasses.replace(cfg, residual_output=r, au_film=f) for r, f in flags]
-        for variant in variants:
-            if dict(shapes) == expected_shapes(variant):
+        for residual, film in flags:
+            if dict(shapes) == expected_shapes(dataclasses.replace(cfg, residual_output=residual, au_film=film)):
                 return name
     return None
 

@@ -289,9 +289,6 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], step: int, cfg: Train
 # --- export -------------------------------------------------------------------------------------------------
 
 
-EXPORT_DTYPES = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
 def export_generator(
     run_dir: str | Path, out: str | Path | None = None, *, force: bool = False, dtype: str = "float32"
 ) -> Path:
@@ -299,10 +296,11 @@ def export_generator(
 
     ``dtype`` float16 halves the file for shipping; loading casts back to float32.
     """
-    from fgfem.weights import save_generator
+    from fgfem.weights import STORAGE_DTYPES, save_generator
 
-    if dtype not in EXPORT_DTYPES:
-        raise FgfemError(f"unknown export dtype {dtype!r}; choose one of: {', '.join(EXPORT_DTYPES)}")
+    by_name = {name: torch_dtype for torch_dtype, name in STORAGE_DTYPES.items()}
+    if dtype not in by_name:
+        raise FgfemError(f"unknown export dtype {dtype!r}; choose one of: {', '.join(by_name)}")
 
     run_dir = Path(run_dir)
     found = latest_checkpoint(run_dir)
@@ -324,7 +322,7 @@ def export_generator(
         "config": _shareable_config(checkpoint.meta["config"]),
         "checkpoint": found.name,
     }
-    save_generator(out, generator, net_cfg, dtype=EXPORT_DTYPES[dtype], training=summary)
+    save_generator(out, generator, net_cfg, dtype=by_name[dtype], training=summary)
     return out
 
 
