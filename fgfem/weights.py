@@ -336,11 +336,13 @@ def _check_shapes(shapes: Mapping[str, tuple[int, ...]], cfg: NetConfig, *, sour
 def _guess_preset(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
     from fgfem.nets import PRESETS
 
-    # With or without the residual output and AU modulation: the widths tell presets apart.
-    flags = list(itertools.product((True, False), repeat=2))
+    # With or without the residual output, AU modulation and warp: the widths tell presets apart.
+    flags = [(residual, film, warp) for residual, film, warp in itertools.product((True, False), repeat=3)
+             if residual or not warp]
     for name, cfg in PRESETS.items():
-        for residual, film in flags:
-            if dict(shapes) == expected_shapes(dataclasses.replace(cfg, residual_output=residual, au_film=film)):
+        for residual, film, warp in flags:
+            variant = dataclasses.replace(cfg, residual_output=residual, au_film=film, au_warp=warp)
+            if dict(shapes) == expected_shapes(variant):
                 return name
     return None
 
@@ -417,7 +419,7 @@ def convert_reference_checkpoint(
     pth_path, out_path = Path(pth_path), Path(out_path)
     cfg = preset if isinstance(preset, NetConfig) else get_preset(preset)
     # The reference generator re-synthesises the image (tanh output) and has no AU modulation.
-    cfg = dataclasses.replace(cfg, residual_output=False, au_film=False)
+    cfg = dataclasses.replace(cfg, residual_output=False, au_film=False, au_warp=False)
     state = _load_reference_state(pth_path, warn)
     _check_reference_layout(pth_path, state, cfg)
     ours = {REFERENCE_KEY_MAP[key]: value for key, value in state.items()}

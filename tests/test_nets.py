@@ -14,7 +14,7 @@ from fgfem.aus import AU_SCALE, NUM_AUS
 from fgfem.errors import FgfemError
 from fgfem.nets import PRESETS, Critic, Generator, NetConfig, count_parameters, get_preset
 from fgfem.nets.blocks import ConvNormAct, concat_aus
-from fgfem.nets.generator import au_weighted_change
+from fgfem.nets.generator import FLOW_BLOCK, au_weighted_change, warp_change
 
 # Counted from the reference UNet_MSF_Generator / Discriminator_Plus (ngf = ndf = 64, 17 AUs, 128 px).
 PAPER_GENERATOR_PARAMS = 57_632_768
@@ -101,6 +101,37 @@ def test_residual_change_is_the_au_weighted_sum_of_per_au_maps():
     rel = torch.randn(2, NUM_AUS)
     expected = sum(rel[:, k, None, None, None] * maps[:, 3 * k : 3 * k + 3] for k in range(NUM_AUS))
     torch.testing.assert_close(au_weighted_change(maps, rel), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_warp_moves_pixels_by_the_flow_and_a_zero_flow_changes_nothing():
+    x = random_faces(2, 64)
+    assert torch.equal(warp_change(x, torch.zeros(2, 2, 64, 64)), torch.zeros_like(x))
+    # One pixel to the right in [-1, 1] units (align_corners=False): sampling from x+1 shifts the image left.
+    flow = torch.zeros(2, 2, 64, 64)
+    flow[:, 0] = 2.0 / 64
+    moved = x + warp_change(x, flow)
+    torch.testing.assert_close(moved[..., :-1], x[..., 1:], rtol=0, atol=1e-4)
+    # The field is smoothed over blocks: a single-pixel spike spreads over about a block.
+    spike = torch.zeros(1, 2, 64, 64)
+    spike[0, 0, 32, 32] = 1.0
+    touched = warp_change(x[:1], spike).abs().amax(1)[0] > 0
+    assert touched.sum() >= FLOW_BLOCK**2
+
+
+def test_warp_generator_is_the_identity_for_a_zero_edit_and_moves_with_the_aus():
+    cfg = dataclasses.replace(get_preset("lite"), au_warp=True)
+    torch.manual_seed(5)
+    generator = Generator(cfg).eval()
+    assert generator.to_flow is not None and torch.count_nonzero(generator.to_flow.weight) == 0
+    torch.nn.init.normal_(generator.to_flow.weight, 0.0, 0.05)
+    x, rel = random_faces(2, 64), torch.eye(NUM_AUS)[[9, 3]] * (2.0 / AU_SCALE)
+    colour_only = Generator(get_preset("lite")).eval()
+    colour_only.load_state_dict({k: v for k, v in generator.state_dict().items() if k != "to_flow.weight"})
+    with torch.inference_mode():
+        assert torch.equal(generator(x, torch.zeros_like(rel)), x)
+        assert (generator(x, rel) - colour_only(x, rel)).abs().mean() > 0.01
+    with pytest.raises(FgfemError, match="au_warp needs residual_output"):
+        dataclasses.replace(get_preset("paper"), au_warp=True)
 
 
 def test_residual_output_stays_in_range_and_moves_with_the_aus(lite_generator):

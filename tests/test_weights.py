@@ -435,11 +435,14 @@ def test_size_multiple_from_get_preset_is_kept_in_files(tmp_path, lite_generator
     assert info.image_size == 256 and info.cfg == cfg and isinstance(info.cfg, NetConfig)
 
 
-def test_residual_flag_travels_with_the_weights(tmp_path, inputs):
+@pytest.mark.parametrize("warp", [False, True])
+def test_residual_flag_travels_with_the_weights(tmp_path, inputs, warp):
     torch.manual_seed(4)
-    cfg = PRESETS["lite"]
+    cfg = dataclasses.replace(PRESETS["lite"], au_warp=warp)
     generator = Generator(cfg).eval()
     torch.nn.init.normal_(generator.to_rgb.weight, 0.0, 0.02)
+    if warp:
+        torch.nn.init.normal_(generator.to_flow.weight, 0.0, 0.02)
     for name, param in generator.named_parameters():
         if ".film." in name:
             torch.nn.init.normal_(param, 0.0, 0.1)  # the modulation must travel too
@@ -447,12 +450,16 @@ def test_residual_flag_travels_with_the_weights(tmp_path, inputs):
     save_generator(path, generator, cfg)
     loaded, info = load_generator(path)
     assert info.cfg.residual_output and loaded.cfg.residual_output and info.cfg.au_film
+    assert info.cfg.au_warp is warp and (loaded.to_flow is not None) is warp
     torch.testing.assert_close(outputs(loaded, inputs), outputs(generator, inputs), rtol=0, atol=0)
+    if warp:  # the tensors of a warp generator are recognised as lite's when they fit no preset asked for
+        with pytest.raises(FgfemError, match="look like preset 'lite'"):
+            save_generator(tmp_path / "x.safetensors", generator, PRESETS["paper"])
 
 
 def test_files_written_before_the_residual_flag_load_as_tanh_generators(tmp_path):
     """Older files have no residual_output in their config: they are the paper's generator."""
     values = LITE.to_dict()
-    del values["residual_output"], values["au_film"]
+    del values["residual_output"], values["au_film"], values["au_warp"]
     cfg = NetConfig.from_dict(values)
-    assert cfg.residual_output is False and cfg.au_film is False
+    assert cfg.residual_output is False and cfg.au_film is False and cfg.au_warp is False

@@ -43,6 +43,10 @@ def train(
     critic_dim: int | None = typer.Option(None, "--critic-dim", help="Override the preset's critic width."),
     limit: int | None = typer.Option(None, "--limit", help="Train on the first N faces only."),
     holdout: Path | None = typer.Option(None, "--holdout", help="Text file of aus.csv paths kept out of training."),
+    init: Path | None = typer.Option(None, "--init", help="Start from these weights instead of random ones: a run "
+                                     "folder, a checkpoint or an exported generator (fine-tuning)."),
+    warp: bool | None = typer.Option(None, "--warp/--no-warp", help="Per-AU displacement fields in the generator "
+                                     "(residual presets; default: the preset's)."),
     save_every: int | None = typer.Option(None, "--save-every", help="Checkpoint every N steps (default 1000)."),
     keep_last: int | None = typer.Option(None, "--keep-last", help="Checkpoints to keep (default 3)."),
     preview_every: int | None = typer.Option(None, "--preview-every", help="Preview grid every N steps (default 500)."),
@@ -79,6 +83,7 @@ def train(
         "holdout": str(holdout) if holdout is not None else None, "save_every": save_every,
         "keep_last": keep_last, "preview_every": preview_every, "seed": seed, "device": device, "bf16": bf16,
         "channels_last": channels_last, "num_workers": workers,
+        "init": str(init) if init is not None else None, "warp": warp,
     }
     result = run_training(data, run, overrides=overrides, resume=resume, force=force, show_progress=not quiet,
                           console=err_console)

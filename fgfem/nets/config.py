@@ -36,6 +36,11 @@ class NetConfig:
     ``au_film`` adds a per-channel scale and shift predicted from the AUs after the
     InstanceNorm of each AU-conditioned layer (``blocks.AUModulation``): the paper's
     constant AU channels are mostly cancelled by that norm.
+
+    ``au_warp`` (with ``residual_output``) also predicts one smooth 2-D displacement field per
+    AU and moves the input's pixels along ``sum_k r_k * flow_k`` before the colour change is
+    added. Expressions are mostly geometry (lip corners rise, the jaw drops, brows pull
+    together); a colour change alone can only paint a blurred average of them.
     """
 
     name: str
@@ -47,6 +52,7 @@ class NetConfig:
     bottleneck_cap: int = 512
     residual_output: bool = False
     au_film: bool = False
+    au_warp: bool = False
 
     def __post_init__(self) -> None:
         for field in ("conv_dim", "critic_dim", "image_size", "num_aus", "critic_layers", "bottleneck_cap"):
@@ -54,9 +60,12 @@ class NetConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise FgfemError(f"network config {self.name!r}: {field} must be a positive integer, "
                                  f"got {value!r}")
-        for flag in ("residual_output", "au_film"):
+        for flag in ("residual_output", "au_film", "au_warp"):
             if not isinstance(getattr(self, flag), bool):
                 raise FgfemError(f"network config {self.name!r}: {flag} must be true or false")
+        if self.au_warp and not self.residual_output:
+            raise FgfemError(f"network config {self.name!r}: au_warp needs residual_output (the warp moves "
+                             "the input's own pixels)")
         multiple = max(2**self.critic_layers, 16)
         if self.image_size % multiple:
             raise FgfemError(f"image size {self.image_size} is not a multiple of {multiple} "

@@ -9,6 +9,7 @@ fgfem uses multiples of 64 so that the critic fits too.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fgfem.errors import FgfemError
@@ -19,6 +20,9 @@ from fgfem.nets.config import NetConfig
 GENERATOR_SIZE_MULTIPLE = 16
 # Initial spread of the last layer of a residual generator: a +1 AU edit starts as a faint (~0.01) change.
 RESIDUAL_INIT_STD = 5e-3
+# The warp's displacement field is averaged over blocks of this many pixels, then interpolated
+# back: expressions move whole regions (a lip corner, a brow), never single pixels.
+FLOW_BLOCK = 8
 
 
 class Generator(nn.Module):
@@ -45,9 +49,13 @@ class Generator(nn.Module):
         self.up1 = UpBlock(4 * c, c)  # 64 @ 128
         # Residual: one RGB change per AU, weighted by the AUs asked for (see forward).
         self.to_rgb = nn.Conv2d(c, 3 * n if cfg.residual_output else 3, 7, padding=3, bias=False)
+        # Warp: one (dx, dy) field per AU, zero at first so that training starts from the colour-only model.
+        self.to_flow = nn.Conv2d(c, 2 * n, 7, padding=3, bias=False) if cfg.au_warp else None
         init_normal(self)
         if cfg.residual_output and not self.to_rgb.weight.is_meta:  # meta: see init_normal
             nn.init.normal_(self.to_rgb.weight, 0.0, RESIDUAL_INIT_STD)
+        if self.to_flow is not None and not self.to_flow.weight.is_meta:
+            nn.init.zeros_(self.to_flow.weight)
 
     def forward(self, x: torch.Tensor, rel_aus: torch.Tensor) -> torch.Tensor:
         check_generator_inputs(x, rel_aus, self.cfg.num_aus)
@@ -64,13 +72,16 @@ class Generator(nn.Module):
         y = self.up3(torch.cat([y, s3], dim=1))
         y = self.up2(torch.cat([y, s2], dim=1))
         y = self.up1(torch.cat([y, s1], dim=1))
-        if self.cfg.residual_output:
-            return (x + au_weighted_change(self.to_rgb(y), rel_aus)).clamp(-1.0, 1.0)
-        return torch.tanh(self.to_rgb(y))
+        if not self.cfg.residual_output:
+            return torch.tanh(self.to_rgb(y))
+        change = au_weighted_change(self.to_rgb(y), rel_aus)
+        if self.to_flow is not None:
+            change = change + warp_change(x, au_weighted_change(self.to_flow(y), rel_aus))
+        return (x + change).clamp(-1.0, 1.0)
 
 
 def au_weighted_change(per_au: torch.Tensor, rel_aus: torch.Tensor) -> torch.Tensor:
-    """Sum over AUs of (relative AU) x (that AU's RGB change map): B x 3*17 x H x W -> B x 3 x H x W.
+    """Sum over AUs of (relative AU) x (that AU's map): B x C*17 x H x W -> B x C x H x W.
 
     Why this form: the change is exactly zero for a zero edit, so identity is built in
     rather than learnt (an identity L1 on a near-zero output layer pins it at zero and
@@ -79,8 +90,26 @@ def au_weighted_change(per_au: torch.Tensor, rel_aus: torch.Tensor) -> torch.Ten
     still depend on the AUs through the conditioned layers, so edits need not be linear.
     """
     batch, channels, height, width = per_au.shape
-    maps = per_au.view(batch, rel_aus.shape[1], 3, height, width)
+    maps = per_au.view(batch, rel_aus.shape[1], channels // rel_aus.shape[1], height, width)
     return torch.einsum("bkchw,bk->bchw", maps, rel_aus.to(per_au.dtype))
+
+
+def warp_change(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """What moving ``x``'s pixels by ``flow`` (B x 2 x H x W, in [-1, 1] image units) changes.
+
+    The field is first smoothed to blocks of ``FLOW_BLOCK`` pixels. Returned as a difference of
+    two identical resamplings (moved minus unmoved) so that a zero field changes nothing,
+    bit for bit: a zero edit stays the identity.
+    """
+    height, width = x.shape[-2:]
+    flow = F.interpolate(F.avg_pool2d(flow, FLOW_BLOCK), size=(height, width), mode="bilinear",
+                         align_corners=False)
+    identity = torch.eye(2, 3, dtype=x.dtype, device=x.device).expand(x.shape[0], 2, 3)
+    grid = F.affine_grid(identity, list(x.shape), align_corners=False)
+    moved = F.grid_sample(x, grid + flow.permute(0, 2, 3, 1).to(x.dtype), mode="bilinear",
+                          padding_mode="border", align_corners=False)
+    still = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return moved - still
 
 
 def check_generator_inputs(x: torch.Tensor, rel_aus: torch.Tensor, num_aus: int) -> None:

@@ -32,6 +32,8 @@ class TrainConfig:
     image_size: int = 128
     conv_dim: int | None = None  # override the preset's generator width (small nets for tests and smoke runs)
     critic_dim: int | None = None  # override the preset's critic width
+    warp: bool | None = None  # override the preset's au_warp (per-AU displacement fields; needs a residual preset)
+    init: str | None = None  # start from these weights (run folder, checkpoint or exported generator), not random
     batch: int = 16
     limit: int | None = None  # use only the first N training faces (quick runs, tests)
     holdout: str | None = None  # text file of aus.csv paths to keep out of training (used for previews)
@@ -111,6 +113,8 @@ class TrainConfig:
     def net_config(self) -> NetConfig:
         """The networks this run trains: the preset at ``image_size``, with any width overrides."""
         cfg = get_preset(self.preset, self.image_size)
+        if self.warp is not None and self.warp != cfg.au_warp:
+            cfg = dataclasses.replace(cfg, au_warp=self.warp)
         widths = {k: v for k, v in (("conv_dim", self.conv_dim), ("critic_dim", self.critic_dim)) if v is not None}
         if not widths:
             return cfg

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fgfem.atomic import write_text
@@ -41,6 +42,7 @@ from fgfem.train.data import FaceDataset, FaceSet, batches_per_epoch, epoch_load
 from fgfem.train.losses import CriticLoss, GeneratorLoss, pair_l1
 from fgfem.train.pairs import PairSampler, find_pairs
 from fgfem.train.preview import preview_grid, save_preview
+from fgfem.train.warm_start import warm_start
 
 METRICS = "metrics.jsonl"
 PREVIEWS = "previews"
@@ -157,6 +159,10 @@ def _run(data_dir: Path, run_dir: Path, cfg: TrainConfig, choice: DeviceChoice, 
     if checkpoint is not None:
         restore(checkpoint, generator=nets.raw_generator, critic=nets.raw_critic, opt_g=nets.opt_g, opt_d=nets.opt_d)
         step, images_seen = checkpoint.step, int(checkpoint.meta["images_seen"])
+    elif cfg.init is not None:
+        started = warm_start(cfg.init, generator=nets.raw_generator, critic=nets.raw_critic)
+        if main:
+            console.print(escape(started.summary()))
     if main:
         write_text(run_dir / CONFIG, json.dumps({"train": cfg.to_dict(), "net": net_cfg.to_dict(),
                                                  "data": faces.summary()}, indent=2) + "\n")
