@@ -410,6 +410,7 @@ def test_cli_convert_and_show(tmp_path, lite_generator, capsys):
     assert run(["weights", "show", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "lite" in shown and "AU45" in shown and "fgfem-crop-v1" in shown and pth.name in shown
+    assert "new image (tanh)" in shown  # a converted reference file is the paper's form of generator
 
 
 def test_cli_show_reports_a_pickle_in_one_line(tmp_path, lite_generator, capsys):

@@ -61,6 +61,7 @@ def show(path: Path = typer.Argument(..., help="A .safetensors weights file.")) 
     cfg = info.cfg
     table.add_row("format", info.format)
     table.add_row("preset", f"{cfg.name} (generator conv_dim {cfg.conv_dim}, critic_dim {cfg.critic_dim})")
+    table.add_row("output", cfg.output_form)
     table.add_row("image size", f"{info.image_size} px")
     table.add_row("parameters", f"{info.num_params:,} (generator)")
     table.add_row("storage dtype", info.dtype)

@@ -77,6 +77,15 @@ class NetConfig:
         return min(self.bottleneck_cap, 16 * self.conv_dim)
 
     @property
+    def output_form(self) -> str:
+        """How the generator forms its image, in words: what tells two weights files apart for a user."""
+        if not self.residual_output:
+            form = "new image (tanh), as the paper"
+        else:
+            form = "input + per-AU colour change" + (" + per-AU warp" if self.au_warp else "")
+        return form + (", AU modulation (FiLM)" if self.au_film else "")
+
+    @property
     def au_kernel(self) -> int:
         """Spatial side left after the critic's trunk; the AU head reads it in one kernel."""
         return self.image_size // 2**self.critic_layers
