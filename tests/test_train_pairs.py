@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ from fgfem.cli import run as cli_run
 from fgfem.errors import FgfemError
 from fgfem.train import TrainConfig, read_metrics, train
 from fgfem.train.data import FaceRecord, load_faces
-from fgfem.train.pairs import MIN_AU_CHANGE, PairSampler, find_pairs, match_colour
+from fgfem.train.losses import landmark_flow_l1
+from fgfem.train.pairs import MIN_AU_CHANGE, PairSampler, crop_landmarks, find_pairs, match_colour
 
 TAIWANESE = r"taiwanese_(?P<person>\d\d)\d(?P<view>\d)[a-g]"
 # In the tiny data set the vipermu crops (one person) are named NNN_<frame number>.png.
@@ -98,3 +100,77 @@ def test_pair_options_are_checked(samples: Path, tmp_path: Path, capsys: pytest.
                     TAIWANESE, "--quiet"])
     err = capsys.readouterr().err
     assert code == 1 and "matched no two faces" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------- landmark motion of the warp
+
+
+def write_landmark_journal(data: Path) -> int:
+    """Give a tiny data set the journal ``fgfem prep`` keeps, with real dlib landmarks of its crops."""
+    from dataclasses import asdict
+
+    from PIL import Image
+
+    from fgfem.prep.dataset import JOURNAL_NAME, PrepUnitResult
+    from fgfem.prep.faces import get_backend
+
+    backend = get_backend("dlib")
+    lines = []
+    for crop in sorted((data / "crops").glob("*.png")):
+        rgb = np.asarray(Image.open(crop).convert("RGB"))
+        box = np.array([[5.0, 5.0, rgb.shape[1] - 5.0, rgb.shape[0] - 5.0, 1.0]])
+        face = backend.landmarks_for_boxes(rgb, box)[0]
+        row = {"path": f"crops/{crop.name}", "source": crop.name, "score": 1.0, "aus": [0.0] * NUM_AUS,
+               "landmarks": np.round(face.landmarks, 2).tolist()}
+        lines.append(json.dumps(asdict(PrepUnitResult(source=crop.name, rows=[row]))))
+    (data / JOURNAL_NAME).write_text("\n".join(lines) + "\n")
+    return len(lines)
+
+
+def test_flow_loss_is_the_landmark_motion_the_warp_misses() -> None:
+    target = torch.tensor([[[20.0, 30.0], [40.0, 41.0], [float("nan"), 5.0]]])  # 1 x 3 x 2, one unknown
+    source = target + torch.tensor([3.0, -2.0])
+    still = torch.zeros(1, 2, 64, 64)
+    assert landmark_flow_l1(still, source, target).item() == pytest.approx(5.0)  # |3| + |-2|, NaN skipped
+    # The output at t shows the input at t + flow: a flow of exactly (s - t) leaves nothing to learn.
+    right = torch.zeros(1, 2, 64, 64)
+    right[:, 0], right[:, 1] = 3.0 * 2 / 64, -2.0 * 2 / 64
+    assert landmark_flow_l1(right, source, target).item() == pytest.approx(0.0, abs=1e-5)
+    assert landmark_flow_l1(-right, source, target).item() == pytest.approx(10.0, abs=1e-4)
+
+
+def test_sampler_flips_landmarks_with_the_images(samples: Path, tmp_path: Path) -> None:
+    data = build_tiny_dataset(samples, tmp_path / "data")
+    assert write_landmark_journal(data) > 0
+    points = crop_landmarks(data, 64)  # the crops are 128 px: points are halved
+    faces = load_faces(data)
+    pairs = find_pairs(faces.train, VIPERMU)
+    key = faces.train[pairs[0][0]].key
+    plain = PairSampler(faces.train, pairs, 64, hflip=False, landmarks=points)
+    flipping = PairSampler(faces.train, pairs, 64, hflip=True, landmarks=points)
+    a = plain.sample(8, torch.Generator().manual_seed(1))
+    b = flipping.sample(8, torch.Generator().manual_seed(1))
+    assert a.source_points.shape == (8, 68, 2) and 0 < a.source_points[..., 0].mean() < 64
+    flipped = ~torch.isclose(a.source_points, b.source_points).all(-1).all(-1)
+    assert flipped.any() and (~flipped).any()
+    torch.testing.assert_close(b.source_points[flipped][..., 0], 63 - a.source_points[flipped][..., 0])
+    torch.testing.assert_close(b.source[flipped], a.source[flipped].flip(-1))
+    assert key in points and points[key].max() < 64
+
+
+def test_flow_loss_trains_the_warp_and_is_logged(samples: Path, tmp_path: Path, capsys) -> None:
+    data = build_tiny_dataset(samples, tmp_path / "data")
+    base = dict(preset="lite", conv_dim=8, critic_dim=8, image_size=64, batch=4, max_steps=4, critic_steps=1,
+                save_every=4, preview_every=4, lambda_pair=30.0, pair_pattern=VIPERMU, pair_batch=2, warp=True,
+                lambda_flow=1.0)
+    with pytest.raises(FgfemError, match="landmarks that fgfem prep keeps"):
+        train(data, tmp_path / "none", TrainConfig(**base), show_progress=False, export=False)
+    write_landmark_journal(data)
+    train(data, tmp_path / "run", TrainConfig(**base), show_progress=False, export=False)
+    values = [line["g_flow"] for line in read_metrics(tmp_path / "run")]
+    # A fresh warp does not move: the first loss is how far the pairs' landmarks really move (> 0).
+    assert len(values) == 4 and values[0] > 0.1 and all(np.isfinite(values))
+    with pytest.raises(FgfemError, match="--lambda-flow needs"):
+        TrainConfig(**{**base, "warp": False})
+    with pytest.raises(FgfemError, match="--lambda-flow needs"):
+        TrainConfig(**{**base, "lambda_pair": 0.0})

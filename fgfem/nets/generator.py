@@ -8,6 +8,8 @@ fgfem uses multiples of 64 so that the critic fits too.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,7 +59,9 @@ class Generator(nn.Module):
         if self.to_flow is not None and not self.to_flow.weight.is_meta:
             nn.init.zeros_(self.to_flow.weight)
 
-    def forward(self, x: torch.Tensor, rel_aus: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rel_aus: torch.Tensor, *, return_flow: bool = False) -> Any:
+        """The edited faces; with ``return_flow`` also the warp's displacement field (None without a warp),
+        B x 2 x H x W in [-1, 1] image units, which training can compare with how landmarks move."""
         check_generator_inputs(x, rel_aus, self.cfg.num_aus)
         d1 = self.down1(self.stem(x))
         d2 = self.down2(d1)
@@ -72,12 +76,16 @@ class Generator(nn.Module):
         y = self.up3(torch.cat([y, s3], dim=1))
         y = self.up2(torch.cat([y, s2], dim=1))
         y = self.up1(torch.cat([y, s1], dim=1))
+        flow = None
         if not self.cfg.residual_output:
-            return torch.tanh(self.to_rgb(y))
-        change = au_weighted_change(self.to_rgb(y), rel_aus)
-        if self.to_flow is not None:
-            change = change + warp_change(x, au_weighted_change(self.to_flow(y), rel_aus))
-        return (x + change).clamp(-1.0, 1.0)
+            out = torch.tanh(self.to_rgb(y))
+        else:
+            change = au_weighted_change(self.to_rgb(y), rel_aus)
+            if self.to_flow is not None:
+                flow = smooth_flow(au_weighted_change(self.to_flow(y), rel_aus))
+                change = change + warp_change(x, flow)
+            out = (x + change).clamp(-1.0, 1.0)
+        return (out, flow) if return_flow else out
 
 
 def au_weighted_change(per_au: torch.Tensor, rel_aus: torch.Tensor) -> torch.Tensor:
@@ -94,16 +102,18 @@ def au_weighted_change(per_au: torch.Tensor, rel_aus: torch.Tensor) -> torch.Ten
     return torch.einsum("bkchw,bk->bchw", maps, rel_aus.to(per_au.dtype))
 
 
+def smooth_flow(flow: torch.Tensor) -> torch.Tensor:
+    """The displacement field averaged over blocks of ``FLOW_BLOCK`` pixels and interpolated back."""
+    return F.interpolate(F.avg_pool2d(flow, FLOW_BLOCK), size=flow.shape[-2:], mode="bilinear", align_corners=False)
+
+
 def warp_change(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """What moving ``x``'s pixels by ``flow`` (B x 2 x H x W, in [-1, 1] image units) changes.
 
-    The field is first smoothed to blocks of ``FLOW_BLOCK`` pixels. Returned as a difference of
-    two identical resamplings (moved minus unmoved) so that a zero field changes nothing,
-    bit for bit: a zero edit stays the identity.
+    Output pixel p shows the input at p + flow(p). Returned as a difference of two identical
+    resamplings (moved minus unmoved) so that a zero field changes nothing, bit for bit: a
+    zero edit stays the identity.
     """
-    height, width = x.shape[-2:]
-    flow = F.interpolate(F.avg_pool2d(flow, FLOW_BLOCK), size=(height, width), mode="bilinear",
-                         align_corners=False)
     identity = torch.eye(2, 3, dtype=x.dtype, device=x.device).expand(x.shape[0], 2, 3)
     grid = F.affine_grid(identity, list(x.shape), align_corners=False)
     moved = F.grid_sample(x, grid + flow.permute(0, 2, 3, 1).to(x.dtype), mode="bilinear",

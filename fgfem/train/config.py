@@ -60,6 +60,9 @@ class TrainConfig:
     lambda_pair: float = 0.0
     pair_pattern: str | None = None  # regex whose named groups say which faces are one person in one pose
     pair_batch: int = 4
+    # How the pairs' 68 landmarks move, asked of the warp's displacement field (pixels; needs lambda_pair > 0,
+    # a warp generator and a fgfem prep folder, which keeps the landmarks). Off at 0.
+    lambda_flow: float = 0.0
     # Critic regulariser: the paper's WGAN-GP on every step, or lazy R1 on real images (cheaper on a CPU).
     regularizer: str = "wgan-gp"
     r1_gamma: float = 10.0
@@ -103,6 +106,8 @@ class TrainConfig:
                     raise FgfemError(f"training setting {field.name} must be a number >= 0, got {value!r}")
         if self.lambda_pair > 0 and not self.pair_pattern:
             raise FgfemError("--lambda-pair needs --pair-pattern (which faces are one person with two expressions)")
+        if self.lambda_flow > 0 and not (self.lambda_pair > 0 and self.net_config().au_warp):
+            raise FgfemError("--lambda-flow needs --lambda-pair (it uses the same pairs) and a warp generator (--warp)")
         if self.regularizer not in REGULARIZERS:
             raise FgfemError(f"unknown regulariser {self.regularizer!r}; choose one of: {', '.join(REGULARIZERS)}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):

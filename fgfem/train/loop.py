@@ -39,8 +39,8 @@ from fgfem.train.checkpoint import (
 )
 from fgfem.train.config import TrainConfig
 from fgfem.train.data import FaceDataset, FaceSet, batches_per_epoch, epoch_loader, load_faces, preview_faces
-from fgfem.train.losses import CriticLoss, GeneratorLoss, pair_l1
-from fgfem.train.pairs import PairSampler, find_pairs
+from fgfem.train.losses import CriticLoss, GeneratorLoss, landmark_flow_l1, pair_l1
+from fgfem.train.pairs import PairSampler, crop_landmarks, find_pairs
 from fgfem.train.preview import preview_grid, save_preview
 from fgfem.train.warm_start import warm_start
 
@@ -139,8 +139,12 @@ def _run(data_dir: Path, run_dir: Path, cfg: TrainConfig, choice: DeviceChoice, 
     pair_sampler = None
     if cfg.lambda_pair > 0:
         assert cfg.pair_pattern is not None  # TrainConfig checks it
+        landmarks = crop_landmarks(data_dir, cfg.image_size) if cfg.lambda_flow > 0 else None
+        if landmarks == {}:
+            raise FgfemError(f"--lambda-flow needs the landmarks that fgfem prep keeps; {data_dir} has none "
+                             "(prepare it with fgfem prep)")
         pair_sampler = PairSampler(faces.train, find_pairs(faces.train, cfg.pair_pattern), cfg.image_size,
-                                   hflip=cfg.hflip)
+                                   hflip=cfg.hflip, landmarks=landmarks)
     per_epoch = batches_per_epoch(len(dataset), cfg.batch, dist_info.world_size)
     total_steps = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * per_epoch)
     preview_batch = preview_faces(faces, cfg.image_size) if main else None
@@ -276,9 +280,13 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], step: int, cfg: Train
             g_total, g_terms = generator_loss(nets.generator, nets.raw_critic, x, fake, rel, a_t)
             if pair_sampler is not None:
                 pair = pair_sampler.sample(cfg.pair_batch, draws)
-                g_terms["g_pair"] = pair_l1(nets.generator, pair.source.to(device), pair.target.to(device),
-                                            pair.rel.to(device))
+                edited, flow = nets.generator(pair.source.to(device), pair.rel.to(device), return_flow=True)
+                g_terms["g_pair"] = pair_l1(edited, pair.target.to(device))
                 g_total = g_total + cfg.lambda_pair * g_terms["g_pair"]
+                if cfg.lambda_flow > 0:
+                    assert flow is not None and pair.source_points is not None  # checked before training
+                    g_terms["g_flow"] = landmark_flow_l1(flow, pair.source_points, pair.target_points)
+                    g_total = g_total + cfg.lambda_flow * g_terms["g_flow"]
                 g_terms["g_total"] = g_total
         nets.opt_g.zero_grad(set_to_none=True)
         g_total.backward()

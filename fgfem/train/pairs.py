@@ -17,10 +17,13 @@ type, view, expression, serial) as prepared by ``fgfem prep``:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -74,18 +77,38 @@ def match_colour(image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return ((image - mean_i) * (std_r / std_i.clamp_min(1e-3)) + mean_r).clamp(-1.0, 1.0)
 
 
+def crop_landmarks(root: Path, image_size: int) -> dict[str, np.ndarray]:
+    """The 68 landmarks of every crop of a ``fgfem prep`` folder (aus.csv path -> 68 x 2, in pixels at
+    ``image_size``), read from the prep journal where prep keeps them. Empty for other layouts."""
+    from fgfem.prep.dataset import read_journal
+
+    manifest = root / "manifest.json"
+    if not manifest.is_file():
+        return {}
+    crop_size = int(json.loads(manifest.read_text(encoding="utf-8")).get("size", image_size))
+    points = {}
+    for unit in read_journal(root).values():
+        for row in unit.rows:
+            if "landmarks" in row:
+                points[str(row["path"])] = np.asarray(row["landmarks"], np.float32) * (image_size / crop_size)
+    return points
+
+
 @dataclass(frozen=True)
 class PairBatch:
     source: torch.Tensor  # B x 3 x H x W
     target: torch.Tensor  # B x 3 x H x W, the same person with another expression
     rel: torch.Tensor  # B x 17, (AUs(target) - AUs(source)) / AU_SCALE
+    # B x 68 x 2 landmark pixels of each face (NaN where unknown), when the sampler was given landmarks.
+    source_points: torch.Tensor | None = None
+    target_points: torch.Tensor | None = None
 
 
 class PairSampler:
     """Draws pair batches from a seeded generator, so a resumed run draws the same ones."""
 
     def __init__(self, records: Sequence[FaceRecord], pairs: Sequence[tuple[int, int]], image_size: int,
-                 *, hflip: bool = True) -> None:
+                 *, hflip: bool = True, landmarks: Mapping[str, np.ndarray] | None = None) -> None:
         if not pairs:
             raise FgfemError("--lambda-pair is set but --pair-pattern matched no two faces of one group with "
                              "different AUs; check the pattern against the keys in aus.csv")
@@ -93,6 +116,7 @@ class PairSampler:
         self.pairs = tuple(pairs)
         self.image_size = image_size
         self.hflip = hflip
+        self.landmarks = landmarks
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -100,14 +124,31 @@ class PairSampler:
     def sample(self, count: int, generator: torch.Generator) -> PairBatch:
         picks = torch.randint(0, len(self.pairs), (count,), generator=generator).tolist()
         flips = (torch.rand(count, generator=generator) < 0.5).tolist()
-        sources, targets, rels = [], [], []
+        sources, targets, rels, points = [], [], [], []
         for pick, flip in zip(picks, flips, strict=True):
             a, b = self.pairs[pick]
+            flip = self.hflip and flip  # the same flip for both: they must stay registered
             source = load_image(self.records[a].path, self.image_size)
             target = match_colour(load_image(self.records[b].path, self.image_size), source)
-            if self.hflip and flip:  # the same flip for both: they must stay registered
+            if flip:
                 source, target = source.flip(-1), target.flip(-1)
             sources.append(source)
             targets.append(target)
             rels.append(torch.from_numpy((self.records[b].aus - self.records[a].aus) / AU_SCALE).float())
-        return PairBatch(torch.stack(sources), torch.stack(targets), torch.stack(rels))
+            if self.landmarks is not None:
+                points.append([self._points(self.records[i].key, flip) for i in (a, b)])
+        batch = PairBatch(torch.stack(sources), torch.stack(targets), torch.stack(rels))
+        if not points:
+            return batch
+        return dataclasses.replace(batch, source_points=torch.stack([p[0] for p in points]),
+                                   target_points=torch.stack([p[1] for p in points]))
+
+    def _points(self, key: str, flip: bool) -> torch.Tensor:
+        assert self.landmarks is not None
+        found = self.landmarks.get(key)
+        if found is None:
+            return torch.full((68, 2), float("nan"))
+        points = torch.from_numpy(found).float().clone()
+        if flip:  # dlib pixel indices: column i maps to size - 1 - i
+            points[:, 0] = self.image_size - 1 - points[:, 0]
+        return points
