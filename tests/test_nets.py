@@ -88,7 +88,7 @@ def test_residual_generator_is_the_identity_for_a_zero_edit_and_the_paper_one_is
     torch.manual_seed(3)
     residual = Generator(get_preset("lite")).eval()
     torch.nn.init.normal_(residual.to_rgb.weight, 0.0, 0.05)  # any weights: identity is built in
-    paper_style = Generator(dataclasses.replace(get_preset("lite"), residual_output=False)).eval()
+    paper_style = Generator(dataclasses.replace(get_preset("lite"), residual_output=False, au_warp=False)).eval()
     with torch.inference_mode():
         assert torch.equal(residual(x, torch.zeros_like(rel)), x)
         assert (residual(x, rel) - x).abs().mean() > 0.01
@@ -125,13 +125,14 @@ def test_warp_generator_is_the_identity_for_a_zero_edit_and_moves_with_the_aus()
     assert generator.to_flow is not None and torch.count_nonzero(generator.to_flow.weight) == 0
     torch.nn.init.normal_(generator.to_flow.weight, 0.0, 0.05)
     x, rel = random_faces(2, 64), torch.eye(NUM_AUS)[[9, 3]] * (2.0 / AU_SCALE)
-    colour_only = Generator(get_preset("lite")).eval()
+    colour_only = Generator(dataclasses.replace(get_preset("lite"), au_warp=False)).eval()
     colour_only.load_state_dict({k: v for k, v in generator.state_dict().items() if k != "to_flow.weight"})
     with torch.inference_mode():
         assert torch.equal(generator(x, torch.zeros_like(rel)), x)
         assert (generator(x, rel) - colour_only(x, rel)).abs().mean() > 0.01
     with pytest.raises(FgfemError, match="au_warp needs residual_output"):
         dataclasses.replace(get_preset("paper"), au_warp=True)
+    assert get_preset("lite").au_warp and not get_preset("paper").au_warp
 
 
 def test_residual_output_stays_in_range_and_moves_with_the_aus(lite_generator):

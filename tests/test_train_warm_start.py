@@ -15,7 +15,7 @@ from fgfem.train import TrainConfig, train
 from fgfem.train.checkpoint import latest_checkpoint, load_checkpoint
 from fgfem.train.warm_start import warm_start
 
-TINY = {"preset": "lite", "conv_dim": 8, "critic_dim": 8, "image_size": 64, "batch": 4}
+TINY = {"preset": "lite", "conv_dim": 8, "critic_dim": 8, "image_size": 64, "batch": 4, "warp": False}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def _nets(cfg: TrainConfig) -> tuple[Generator, Critic]:
 
 
 def test_checkpoint_loads_both_networks_and_a_new_warp_head_stays_fresh(first_run) -> None:
-    generator, critic = _nets(TrainConfig(**TINY, warp=True))
+    generator, critic = _nets(TrainConfig(**{**TINY, "warp": True}))
     flow_before = generator.to_flow.weight.clone()
     started = warm_start(first_run.run_dir, generator=generator, critic=critic)
     trained = load_checkpoint(latest_checkpoint(first_run.run_dir)).tensors
@@ -83,7 +83,7 @@ def test_cli_init_starts_a_warp_run_from_step_zero(first_run, data_dir: Path, tm
     run_dir = tmp_path / "warp"
     code = cli_run(["train", str(data_dir), "--run", str(run_dir), "--preset", "lite", "--conv-dim", "8",
                     "--critic-dim", "8", "--size", "64", "--batch", "4", "--max-steps", "2", "--critic-steps", "1",
-                    "--init", str(first_run.run_dir), "--warp", "--quiet"])
+                    "--init", str(first_run.run_dir), "--quiet"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "tensors loaded" in captured.err and "to_flow.weight" in captured.err

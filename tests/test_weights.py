@@ -34,7 +34,7 @@ from fgfem.weights import (
 
 # The reference layout has no residual output, so the conversion tests use the lite widths with
 # the paper's tanh output (what convert_reference_checkpoint produces).
-LITE = dataclasses.replace(PRESETS["lite"], residual_output=False, au_film=False)
+LITE = dataclasses.replace(PRESETS["lite"], residual_output=False, au_film=False, au_warp=False)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -318,7 +318,7 @@ def reference_forward(sd: dict[str, torch.Tensor], x: torch.Tensor, c: torch.Ten
 
 @pytest.mark.parametrize("preset", ["paper", "lite"])
 def test_key_map_covers_the_reference_layout_with_matching_shapes(preset):
-    cfg = dataclasses.replace(PRESETS[preset], residual_output=False, au_film=False)
+    cfg = dataclasses.replace(PRESETS[preset], residual_output=False, au_film=False, au_warp=False)
     layout = reference_layout(cfg.conv_dim, NUM_AUS)
     ours = expected_shapes(cfg)
     assert set(layout) == set(REFERENCE_KEY_MAP)
