@@ -166,6 +166,6 @@ def test_config_json_is_written(short_run) -> None:
 def test_exported_config_keeps_no_machine_paths() -> None:
     from fgfem.train.loop import _shareable_config
 
-    config = {"holdout": "/home/someone/data/held_out.txt", "batch": 16}
-    assert _shareable_config(config) == {"holdout": "held_out.txt", "batch": 16}
-    assert _shareable_config({"holdout": None})["holdout"] is None
+    config = {"holdout": "/home/someone/data/held_out.txt", "init": "/home/someone/runs/stage2", "batch": 16}
+    assert _shareable_config(config) == {"holdout": "held_out.txt", "init": "stage2", "batch": 16}
+    assert _shareable_config({"holdout": None, "init": None}) == {"holdout": None, "init": None}

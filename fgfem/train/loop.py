@@ -343,8 +343,9 @@ def export_generator(
 def _shareable_config(config: dict[str, Any]) -> dict[str, Any]:
     """The training config for a file that gets shared: paths of this machine reduced to file names."""
     shared = dict(config)
-    if shared.get("holdout"):
-        shared["holdout"] = Path(shared["holdout"]).name
+    for key in ("holdout", "init"):
+        if shared.get(key):
+            shared[key] = Path(shared[key]).name
     return shared
 
 
