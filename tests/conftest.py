@@ -28,6 +28,14 @@ def samples(shared: Path) -> Path:
     return shared / "data" / "samples"
 
 
+@pytest.fixture(scope="session")
+def tiny_train_data(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny real-face training set of ``test_train_data``, built once: runs only read it."""
+    from test_train_data import build_tiny_dataset
+
+    return build_tiny_dataset(samples, tmp_path_factory.mktemp("train-data"))
+
+
 @pytest.fixture()
 def one_torch_thread() -> Iterator[None]:
     """One torch thread: on a shared 2-core machine two threads contend and can run ~10x slower."""

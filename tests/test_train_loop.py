@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_train_data import build_tiny_dataset
 
 from fgfem.cli import run as cli_run
 from fgfem.errors import FgfemError
@@ -27,16 +26,11 @@ TINY_PAPER = {**TINY, "preset": "paper"}
 
 
 @pytest.fixture(scope="module")
-def data_dir(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_dataset(samples, tmp_path_factory.mktemp("train-data"))
-
-
-@pytest.fixture(scope="module")
-def short_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def short_run(tiny_train_data: Path, tmp_path_factory: pytest.TempPathFactory):
     torch.set_num_threads(1)
     cfg = TrainConfig(**TINY_PAPER, max_steps=12, critic_steps=1, lr_g=5e-4, lr_d=5e-4, save_every=6, keep_last=1,
                       preview_every=6)
-    return train(data_dir, tmp_path_factory.mktemp("runs") / "short", cfg, show_progress=False)
+    return train(tiny_train_data, tmp_path_factory.mktemp("runs") / "short", cfg, show_progress=False)
 
 
 def test_identity_and_cycle_losses_fall(short_run) -> None:
@@ -49,11 +43,11 @@ def test_identity_and_cycle_losses_fall(short_run) -> None:
         assert last < 0.8 * first, f"{name} did not fall: {first:.3f} -> {last:.3f}"
 
 
-def test_residual_lite_run_is_the_identity_for_zero_edits(short_run, data_dir: Path, tmp_path: Path) -> None:
+def test_residual_lite_run_is_the_identity_for_zero_edits(short_run, tiny_train_data: Path, tmp_path: Path) -> None:
     """lite's residual generator reproduces faces from step 0, where the paper's must first learn to."""
     torch.set_num_threads(1)
     cfg = TrainConfig(**TINY, max_steps=8, critic_steps=1, lr_g=2e-4, lr_d=2e-4, save_every=8, preview_every=8)
-    result = train(data_dir, tmp_path / "residual", cfg, show_progress=False, export=False)
+    result = train(tiny_train_data, tmp_path / "residual", cfg, show_progress=False, export=False)
     log = read_metrics(tmp_path / "residual")
     paper_start = read_metrics(short_run.run_dir)[0]["g_idt"]
     assert cfg.net_config().residual_output and not TrainConfig(**TINY_PAPER).net_config().residual_output
@@ -113,22 +107,22 @@ def test_corrupt_checkpoint_is_refused(short_run, tmp_path: Path) -> None:
         load_checkpoint(damaged)
 
 
-def test_non_empty_run_folder_is_refused(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_non_empty_run_folder_is_refused(tiny_train_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "notes.txt").write_text("mine")
     with pytest.raises(FgfemError, match="not empty"):
-        train(data_dir, run_dir, TrainConfig(**TINY, max_steps=1), show_progress=False)
-    code = cli_run(["train", str(data_dir), "--run", str(run_dir), "--preset", "lite", "--max-steps", "1"])
+        train(tiny_train_data, run_dir, TrainConfig(**TINY, max_steps=1), show_progress=False)
+    code = cli_run(["train", str(tiny_train_data), "--run", str(run_dir), "--preset", "lite", "--max-steps", "1"])
     err = capsys.readouterr().err
     assert code == 1 and "--resume" in err and "--force" in err and "Traceback" not in err
-    assert cli_run(["train", str(data_dir), "--run", str(tmp_path / "empty"), "--resume"]) == 1
+    assert cli_run(["train", str(tiny_train_data), "--run", str(tmp_path / "empty"), "--resume"]) == 1
     assert "nothing to resume" in capsys.readouterr().err
 
 
-def test_lazy_r1_runs_every_n_steps(data_dir: Path, tmp_path: Path) -> None:
+def test_lazy_r1_runs_every_n_steps(tiny_train_data: Path, tmp_path: Path) -> None:
     cfg = TrainConfig(**TINY, max_steps=3, critic_steps=4, regularizer="r1", r1_every=2, preview_every=100)
-    result = train(data_dir, tmp_path / "r1", cfg, show_progress=False, export=False)
+    result = train(tiny_train_data, tmp_path / "r1", cfg, show_progress=False, export=False)
     assert ["d_r1" in line for line in result.history] == [True, False, True]
     assert all("d_gp" not in line for line in result.history)
     assert ["g_total" in line for line in result.history] == [True, False, False]

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_data import build_tiny_dataset
 
 from fgfem.cli import run as cli_run
 from fgfem.errors import FgfemError
@@ -19,15 +18,10 @@ TINY = {"preset": "lite", "conv_dim": 8, "critic_dim": 8, "image_size": 64, "bat
 
 
 @pytest.fixture(scope="module")
-def data_dir(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_dataset(samples, tmp_path_factory.mktemp("warm-data"))
-
-
-@pytest.fixture(scope="module")
-def first_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def first_run(tiny_train_data: Path, tmp_path_factory: pytest.TempPathFactory):
     torch.set_num_threads(1)
     cfg = TrainConfig(**TINY, max_steps=3, critic_steps=1, save_every=3, preview_every=100)
-    return train(data_dir, tmp_path_factory.mktemp("runs") / "first", cfg, show_progress=False)
+    return train(tiny_train_data, tmp_path_factory.mktemp("runs") / "first", cfg, show_progress=False)
 
 
 def _nets(cfg: TrainConfig) -> tuple[Generator, Critic]:
@@ -78,10 +72,10 @@ def test_weights_of_another_width_are_refused(first_run, tmp_path: Path) -> None
         warm_start(text, generator=generator, critic=critic)
 
 
-def test_cli_init_starts_a_warp_run_from_step_zero(first_run, data_dir: Path, tmp_path: Path,
+def test_cli_init_starts_a_warp_run_from_step_zero(first_run, tiny_train_data: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
     run_dir = tmp_path / "warp"
-    code = cli_run(["train", str(data_dir), "--run", str(run_dir), "--preset", "lite", "--conv-dim", "8",
+    code = cli_run(["train", str(tiny_train_data), "--run", str(run_dir), "--preset", "lite", "--conv-dim", "8",
                     "--critic-dim", "8", "--size", "64", "--batch", "4", "--max-steps", "2", "--critic-steps", "1",
                     "--init", str(first_run.run_dir), "--quiet"])
     captured = capsys.readouterr()
@@ -92,7 +86,7 @@ def test_cli_init_starts_a_warp_run_from_step_zero(first_run, data_dir: Path, tm
     assert checkpoint.meta["config"]["init"] == str(first_run.run_dir)
     # Two generator steps moved the fresh head off zero: the flow is trained, not dead.
     assert checkpoint.tensors["G/to_flow.weight"].abs().max() > 0
-    code = cli_run(["train", str(data_dir), "--run", str(tmp_path / "bad"), "--init", str(tmp_path / "none"),
+    code = cli_run(["train", str(tiny_train_data), "--run", str(tmp_path / "bad"), "--init", str(tmp_path / "none"),
                     "--preset", "lite", "--max-steps", "1"])
     err = capsys.readouterr().err
     assert code == 1 and "does not exist" in err and "Traceback" not in err

@@ -128,7 +128,7 @@ def landmark_flow_l1(flow: torch.Tensor, source_points: torch.Tensor, target_poi
     p + flow(p), so at a target landmark t the flow must point back to its source s: s - t.
     Landmarks are dlib pixel indices (pixel centres); NaN points (no landmarks) are skipped.
     """
-    batch, _, height, width = flow.shape
+    height, width = flow.shape[-2:]
     size = torch.tensor([width, height], dtype=torch.float32, device=flow.device)
     grid = ((2 * target_points.to(flow.device) + 1) / size - 1).to(flow.dtype)  # align_corners=False
     valid = torch.isfinite(grid).all(-1) & torch.isfinite(source_points.to(flow.device)).all(-1)
