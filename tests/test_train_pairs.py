@@ -14,6 +14,7 @@ from fgfem.aus import AU_SCALE, NUM_AUS
 from fgfem.cli import run as cli_run
 from fgfem.errors import FgfemError
 from fgfem.train import TrainConfig, read_metrics, train
+from fgfem.train.au_geometry import MIRROR_68
 from fgfem.train.data import FaceRecord, load_faces
 from fgfem.train.losses import landmark_flow_l1
 from fgfem.train.pairs import MIN_AU_CHANGE, PairSampler, crop_landmarks, find_pairs, match_colour
@@ -153,7 +154,10 @@ def test_sampler_flips_landmarks_with_the_images(samples: Path, tmp_path: Path) 
     assert a.source_points.shape == (8, 68, 2) and 0 < a.source_points[..., 0].mean() < 64
     flipped = ~torch.isclose(a.source_points, b.source_points).all(-1).all(-1)
     assert flipped.any() and (~flipped).any()
-    torch.testing.assert_close(b.source_points[flipped][..., 0], 63 - a.source_points[flipped][..., 0])
+    # Mirrored and re-ordered: the flipped face's point i is the original's MIRROR_68[i].
+    mirror = list(MIRROR_68)
+    torch.testing.assert_close(b.source_points[flipped][..., 0], 63 - a.source_points[flipped][:, mirror, 0])
+    torch.testing.assert_close(b.source_points[flipped][..., 1], a.source_points[flipped][:, mirror, 1])
     torch.testing.assert_close(b.source[flipped], a.source[flipped].flip(-1))
     assert key in points and points[key].max() < 64
 

@@ -40,6 +40,9 @@ def train(
     pair_batch: int | None = typer.Option(None, "--pair-batch", help="Pairs per generator step (default 4)."),
     lambda_flow: float | None = typer.Option(None, "--lambda-flow", help="Warp vs the pairs' landmark motion "
                                              "(px; needs --lambda-pair and --warp; default 0, off)."),
+    lambda_warp_au: float | None = typer.Option(None, "--lambda-warp-au", help="AUs read from each face's "
+                                                "landmarks moved by the warp vs those asked for (needs --warp "
+                                                "and a fgfem prep folder; default 0, off)."),
     regularizer: str | None = typer.Option(None, "--regularizer", help="wgan-gp (paper) or r1 (lazy R1, cheaper)."),
     conv_dim: int | None = typer.Option(None, "--conv-dim", help="Override the preset's generator width."),
     critic_dim: int | None = typer.Option(None, "--critic-dim", help="Override the preset's critic width."),
@@ -82,6 +85,7 @@ def train(
         "lambda_gp": lambda_gp, "lambda_g_cond": lambda_g_cond, "lambda_idt": lambda_idt,
         "lambda_cyc": lambda_cyc, "lambda_tv": lambda_tv, "lambda_pair": lambda_pair,
         "pair_pattern": pair_pattern, "pair_batch": pair_batch, "lambda_flow": lambda_flow,
+        "lambda_warp_au": lambda_warp_au,
         "regularizer": regularizer, "limit": limit,
         "holdout": str(holdout) if holdout is not None else None, "save_every": save_every,
         "keep_last": keep_last, "preview_every": preview_every, "seed": seed, "device": device, "bf16": bf16,

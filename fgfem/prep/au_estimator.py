@@ -24,6 +24,7 @@ Out-of-plane head rotation (yaw, pitch) is not removed and biases the estimates.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -132,16 +133,27 @@ def geometry_features(landmarks: np.ndarray) -> np.ndarray:
     """The ``FEATURE_NAMES`` distances (inter-ocular units) of 68x2 or Nx68x2 landmarks."""
     points, single = _check_landmarks(landmarks)
     canon = canonical_landmarks(points)
-    xs, ys = canon[..., 0], canon[..., 1]
+    columns = feature_columns(canon[..., 0], canon[..., 1])
+    features = np.stack([columns[name] for name in FEATURE_NAMES], axis=1)
+    return features[0] if single else features
 
-    def y_mean(*idx: int) -> np.ndarray:
-        return ys[:, list(idx)].mean(axis=1)
+
+def feature_columns(xs: Any, ys: Any) -> dict[str, Any]:
+    """Each named feature of N canonical faces (``xs``, ``ys``: N x 68, numpy or torch).
+
+    Written with indexing, arithmetic and ``mean(1)`` only, so that the numpy estimator and
+    the differentiable torch copy the warp loss uses (``fgfem.train.au_geometry``) share
+    one definition and cannot drift apart.
+    """
+
+    def y_mean(*idx: int) -> Any:
+        return ys[:, list(idx)].mean(1)
 
     eye_corners = y_mean(36, 39, 42, 45)
     upper_lids = y_mean(37, 38, 43, 44)
     lower_lids = y_mean(40, 41, 46, 47)
     lip_centre = y_mean(51, 57, 62, 66)
-    columns = {
+    return {
         "brow_inner": y_mean(39, 42) - y_mean(21, 22),
         "brow_outer": y_mean(36, 45) - y_mean(17, 26),
         "brow_gap": xs[:, 22] - xs[:, 21],
@@ -159,8 +171,6 @@ def geometry_features(landmarks: np.ndarray) -> np.ndarray:
         "nose_w": xs[:, 35] - xs[:, 31],
         "lip_lift": y_mean(48, 54) - ys[:, 51],
     }
-    features = np.stack([columns[name] for name in FEATURE_NAMES], axis=1)
-    return features[0] if single else features
 
 
 def weight_matrix() -> np.ndarray:

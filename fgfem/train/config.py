@@ -63,6 +63,9 @@ class TrainConfig:
     # How the pairs' 68 landmarks move, asked of the warp's displacement field (pixels; needs lambda_pair > 0,
     # a warp generator and a fgfem prep folder, which keeps the landmarks). Off at 0.
     lambda_flow: float = 0.0
+    # Every training face's landmarks, moved by the warp, read by the landmark AU estimator: each AU must
+    # change by what was asked (0-5 units; needs a warp generator and a fgfem prep folder). Off at 0.
+    lambda_warp_au: float = 0.0
     # Critic regulariser: the paper's WGAN-GP on every step, or lazy R1 on real images (cheaper on a CPU).
     regularizer: str = "wgan-gp"
     r1_gamma: float = 10.0
@@ -108,6 +111,8 @@ class TrainConfig:
             raise FgfemError("--lambda-pair needs --pair-pattern (which faces are one person with two expressions)")
         if self.lambda_flow > 0 and not (self.lambda_pair > 0 and self.net_config().au_warp):
             raise FgfemError("--lambda-flow needs --lambda-pair (it uses the same pairs) and a warp generator (--warp)")
+        if self.lambda_warp_au > 0 and not self.net_config().au_warp:
+            raise FgfemError("--lambda-warp-au needs a warp generator (--warp)")
         if self.regularizer not in REGULARIZERS:
             raise FgfemError(f"unknown regulariser {self.regularizer!r}; choose one of: {', '.join(REGULARIZERS)}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):

@@ -16,7 +16,7 @@ which is what makes ``--resume`` exact and worker processes harmless.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from fgfem.aus import AU_SCALE, NUM_AUS
 from fgfem.errors import FgfemError
+from fgfem.train.au_geometry import mirror_points
 
 LAYOUTS = ("fgfem", "ganimation", "expression-manipulator")
 
@@ -187,16 +188,45 @@ def load_image(path: Path, size: int) -> torch.Tensor:
 # --- the relative-AU sample ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Augmentation:
+    """One random draw of the reference's augmentation: a horizontal flip, then black padding
+    by ``pad`` and a crop back to size at (``top``, ``left``) of the padded image."""
+
+    flip: bool
+    pad: int
+    top: int
+    left: int
+
+    def image(self, image: torch.Tensor) -> torch.Tensor:
+        if self.flip:
+            image = image.flip(-1)
+        if self.pad > 0:
+            size = image.shape[-1]
+            padded = torch.nn.functional.pad(image, (self.pad,) * 4, value=-1.0)
+            image = padded[:, self.top : self.top + size, self.left : self.left + size].contiguous()
+        return image
+
+    def points(self, points: torch.Tensor, size: int) -> torch.Tensor:
+        """68 x 2 pixel landmarks moved with the image (mirrored and re-ordered by a flip)."""
+        if self.flip:
+            points = mirror_points(points, size)
+        shift = torch.tensor([self.pad - self.left, self.pad - self.top], dtype=points.dtype)
+        return points + shift
+
+
+def draw_augmentation(generator: torch.Generator, *, hflip: bool, pad: int) -> Augmentation:
+    """The flip and crop offsets, drawn in a fixed order so that seeded items stay reproducible."""
+    flip = hflip and torch.rand((), generator=generator).item() < 0.5
+    top = left = 0
+    if pad > 0:
+        top, left = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=generator))
+    return Augmentation(flip=bool(flip), pad=pad, top=top, left=left)
+
+
 def augment(image: torch.Tensor, generator: torch.Generator, *, hflip: bool, pad: int) -> torch.Tensor:
     """Random horizontal flip, then black padding by ``pad`` and a random crop back to size (the reference's)."""
-    if hflip and torch.rand((), generator=generator).item() < 0.5:
-        image = image.flip(-1)
-    if pad > 0:
-        size = image.shape[-1]
-        padded = torch.nn.functional.pad(image, (pad, pad, pad, pad), value=-1.0)
-        top, left = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=generator))
-        image = padded[:, top : top + size, left : left + size].contiguous()
-    return image
+    return draw_augmentation(generator, hflip=hflip, pad=pad).image(image)
 
 
 def uniform(shape: Sequence[int], bound: float, generator: torch.Generator) -> torch.Tensor:
@@ -208,17 +238,21 @@ class FaceDataset(Dataset):
     """Items are ``(index, seed)`` pairs; each returns the face, its AUs, a target and the relative vector.
 
     ``a_x`` = own AUs / 5 + U(-source_jitter, source_jitter); ``a_t`` = AUs / 5 of another
-    random training face + U(-target_jitter, target_jitter); ``rel`` = a_t - a_x.
+    random training face + U(-target_jitter, target_jitter); ``rel`` = a_t - a_x. Given
+    ``landmarks`` (aus.csv key -> 68 x 2 pixels at ``image_size``), items also carry
+    ``points``: the face's landmarks after the same augmentation (NaN where unknown).
     """
 
     def __init__(self, records: Sequence[FaceRecord], image_size: int, *, target_jitter: float = 0.1,
-                 source_jitter: float = 0.02, hflip: bool = True, pad: int = 0) -> None:
+                 source_jitter: float = 0.02, hflip: bool = True, pad: int = 0,
+                 landmarks: Mapping[str, np.ndarray] | None = None) -> None:
         self.records = tuple(records)
         self.image_size = image_size
         self.target_jitter = target_jitter
         self.source_jitter = source_jitter
         self.hflip = hflip
         self.pad = pad
+        self.landmarks = landmarks
         self.aus = torch.from_numpy(np.stack([r.aus for r in self.records])).float() / AU_SCALE
 
     def __len__(self) -> int:
@@ -227,12 +261,17 @@ class FaceDataset(Dataset):
     def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
         index, seed = item
         generator = torch.Generator().manual_seed(int(seed))
-        image = augment(load_image(self.records[index].path, self.image_size), generator,
-                        hflip=self.hflip, pad=self.pad)
+        moves = draw_augmentation(generator, hflip=self.hflip, pad=self.pad)
+        image = moves.image(load_image(self.records[index].path, self.image_size))
         a_x = self.aus[index] + uniform((NUM_AUS,), self.source_jitter, generator)
         other = self._other_index(index, generator)
         a_t = self.aus[other] + uniform((NUM_AUS,), self.target_jitter, generator)
-        return {"x": image, "a_x": a_x, "a_t": a_t, "rel": a_t - a_x}
+        sample = {"x": image, "a_x": a_x, "a_t": a_t, "rel": a_t - a_x}
+        if self.landmarks is not None:
+            found = self.landmarks.get(self.records[index].key)
+            points = torch.full((68, 2), float("nan")) if found is None else torch.from_numpy(found).float()
+            sample["points"] = moves.points(points, self.image_size)
+        return sample
 
     def _other_index(self, index: int, generator: torch.Generator) -> int:
         """A uniformly random training face other than ``index`` (any face if there is only one)."""

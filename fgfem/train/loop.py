@@ -39,7 +39,7 @@ from fgfem.train.checkpoint import (
 )
 from fgfem.train.config import TrainConfig
 from fgfem.train.data import FaceDataset, FaceSet, batches_per_epoch, epoch_loader, load_faces, preview_faces
-from fgfem.train.losses import CriticLoss, GeneratorLoss, landmark_flow_l1, pair_l1
+from fgfem.train.losses import CriticLoss, GeneratorLoss, landmark_flow_l1, pair_l1, warp_au_l1
 from fgfem.train.pairs import PairSampler, crop_landmarks, find_pairs
 from fgfem.train.preview import preview_grid, save_preview
 from fgfem.train.warm_start import warm_start
@@ -134,17 +134,18 @@ def _run(data_dir: Path, run_dir: Path, cfg: TrainConfig, choice: DeviceChoice, 
 
     # Data.
     faces = load_faces(data_dir, holdout=cfg.holdout, limit=cfg.limit)
+    landmarks = crop_landmarks(data_dir, cfg.image_size) if cfg.lambda_flow > 0 or cfg.lambda_warp_au > 0 else None
+    if landmarks == {}:
+        raise FgfemError(f"--lambda-flow and --lambda-warp-au need the landmarks that fgfem prep keeps; {data_dir} "
+                         "has none (prepare it with fgfem prep)")
     dataset = FaceDataset(faces.train, cfg.image_size, target_jitter=cfg.target_jitter,
-                          source_jitter=cfg.source_jitter, hflip=cfg.hflip, pad=cfg.pad)
+                          source_jitter=cfg.source_jitter, hflip=cfg.hflip, pad=cfg.pad,
+                          landmarks=landmarks if cfg.lambda_warp_au > 0 else None)
     pair_sampler = None
     if cfg.lambda_pair > 0:
         assert cfg.pair_pattern is not None  # TrainConfig checks it
-        landmarks = crop_landmarks(data_dir, cfg.image_size) if cfg.lambda_flow > 0 else None
-        if landmarks == {}:
-            raise FgfemError(f"--lambda-flow needs the landmarks that fgfem prep keeps; {data_dir} has none "
-                             "(prepare it with fgfem prep)")
         pair_sampler = PairSampler(faces.train, find_pairs(faces.train, cfg.pair_pattern), cfg.image_size,
-                                   hflip=cfg.hflip, landmarks=landmarks)
+                                   hflip=cfg.hflip, landmarks=landmarks if cfg.lambda_flow > 0 else None)
     per_epoch = batches_per_epoch(len(dataset), cfg.batch, dist_info.world_size)
     total_steps = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * per_epoch)
     preview_batch = preview_faces(faces, cfg.image_size) if main else None
@@ -264,7 +265,7 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], step: int, cfg: Train
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
 
     with torch.set_grad_enabled(train_g), autocast():
-        fake = nets.generator(x, rel)
+        fake, flow = nets.generator(x, rel, return_flow=True)
 
     draws = step_generator(cfg.seed, step, rank)
     with autocast():
@@ -278,16 +279,20 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], step: int, cfg: Train
         nets.raw_critic.requires_grad_(False)
         with autocast():
             g_total, g_terms = generator_loss(nets.generator, nets.raw_critic, x, fake, rel, a_t)
+            if cfg.lambda_warp_au > 0:
+                assert flow is not None  # TrainConfig checks for a warp generator
+                g_terms["g_warp_au"] = warp_au_l1(flow, batch["points"], rel)
+                g_total = g_total + cfg.lambda_warp_au * g_terms["g_warp_au"]
             if pair_sampler is not None:
                 pair = pair_sampler.sample(cfg.pair_batch, draws)
-                edited, flow = nets.generator(pair.source.to(device), pair.rel.to(device), return_flow=True)
+                edited, pair_flow = nets.generator(pair.source.to(device), pair.rel.to(device), return_flow=True)
                 g_terms["g_pair"] = pair_l1(edited, pair.target.to(device))
                 g_total = g_total + cfg.lambda_pair * g_terms["g_pair"]
                 if cfg.lambda_flow > 0:
-                    assert flow is not None and pair.source_points is not None  # checked before training
-                    g_terms["g_flow"] = landmark_flow_l1(flow, pair.source_points, pair.target_points)
+                    assert pair_flow is not None and pair.source_points is not None  # checked before training
+                    g_terms["g_flow"] = landmark_flow_l1(pair_flow, pair.source_points, pair.target_points)
                     g_total = g_total + cfg.lambda_flow * g_terms["g_flow"]
-                g_terms["g_total"] = g_total
+            g_terms["g_total"] = g_total
         nets.opt_g.zero_grad(set_to_none=True)
         g_total.backward()
         nets.opt_g.step()

@@ -14,6 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fgfem.aus import AU_MAX, AU_MIN, AU_SCALE
+from fgfem.train.au_geometry import estimated_aus, raw_aus
+
 Terms = dict[str, torch.Tensor]
 CriticFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -116,6 +119,20 @@ def pair_l1(edited: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (edited.float() - target).abs().mean()
 
 
+def flow_at(flow: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """B x 68 x 2 displacement (pixels) of ``flow`` (B x 2 x H x W, image units) at pixel ``points``.
+
+    Landmarks are dlib pixel indices (pixel centres), hence ``align_corners=False``; NaN
+    points read as 0 and are for the caller to mask.
+    """
+    height, width = flow.shape[-2:]
+    size = torch.tensor([width, height], dtype=torch.float32, device=flow.device)
+    grid = ((2 * points.to(flow.device).float() + 1) / size - 1).to(flow.dtype)
+    sampled = F.grid_sample(flow, torch.nan_to_num(grid)[:, None], mode="bilinear", padding_mode="border",
+                            align_corners=False)[:, :, 0].permute(0, 2, 1).float()
+    return sampled * size / 2
+
+
 def landmark_flow_l1(flow: torch.Tensor, source_points: torch.Tensor, target_points: torch.Tensor) -> torch.Tensor:
     """Mean distance (pixels, |dx| + |dy|) between where the warp takes each target landmark from and
     where that landmark really was on the source face.
@@ -126,16 +143,49 @@ def landmark_flow_l1(flow: torch.Tensor, source_points: torch.Tensor, target_poi
     the 68 landmarks move between a person's neutral and posed photo *is* the displacement
     an expression needs, so it is asked for directly. The output at p shows the input at
     p + flow(p), so at a target landmark t the flow must point back to its source s: s - t.
-    Landmarks are dlib pixel indices (pixel centres); NaN points (no landmarks) are skipped.
+    NaN points (no landmarks) are skipped.
     """
-    height, width = flow.shape[-2:]
-    size = torch.tensor([width, height], dtype=torch.float32, device=flow.device)
-    grid = ((2 * target_points.to(flow.device) + 1) / size - 1).to(flow.dtype)  # align_corners=False
-    valid = torch.isfinite(grid).all(-1) & torch.isfinite(source_points.to(flow.device)).all(-1)
-    sampled = F.grid_sample(flow, torch.nan_to_num(grid)[:, None], mode="bilinear", padding_mode="border",
-                            align_corners=False)[:, :, 0].permute(0, 2, 1).float()  # B x 68 x 2, image units
-    wanted = (source_points - target_points).to(flow.device).float()
-    error = (sampled * size / 2 - wanted).abs().sum(-1)
+    source_points, target_points = source_points.to(flow.device), target_points.to(flow.device)
+    valid = torch.isfinite(target_points).all(-1) & torch.isfinite(source_points).all(-1)
     if not valid.any():
         return flow.sum() * 0.0
+    wanted = (source_points - target_points).float()
+    error = (flow_at(flow, target_points) - wanted).abs().sum(-1)
     return error[valid].mean()
+
+
+def moved_landmarks(flow: torch.Tensor, points: torch.Tensor, *, iterations: int = 2) -> torch.Tensor:
+    """Where the warp puts each landmark of the input: the p with p + flow(p) = q, by fixed-point steps.
+
+    The flow is smooth (8 px blocks), so two steps from p = q - flow(q) are well inside a
+    tenth of a pixel for the few-pixel motions of an expression.
+    """
+    points = points.to(flow.device).float()
+    moved = points
+    for _ in range(iterations):
+        moved = points - flow_at(flow, moved)
+    return moved
+
+
+def warp_au_l1(flow: torch.Tensor, points: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+    """Mean |AU the moved landmarks show - AU asked for| (0-5 units) over AUs and faces with landmarks.
+
+    Why: the critic's AU head and the pair losses reach the warp only indirectly, and the
+    pairs tie AUs that posed expressions move together (AU04 with AU07 and AU09), so one
+    AU's field borrows another's motion. Here every training face's own landmarks, moved by
+    the field the generator made for ``rel``, are read by the landmark AU estimator: each AU
+    must change by what was asked, and every AU not asked for must stay. The target is the
+    estimator's clipped reading plus ``rel``, clipped to 0-5; where it is 0 (or 5) the moved
+    face only has to reach the clip, as a face already at 0 shows 0 however far below it is.
+    """
+    points = points.to(flow.device).float()
+    valid = torch.isfinite(points).all(-1).all(-1)
+    if not valid.any():
+        return flow.sum() * 0.0
+    flow, points, rel = flow[valid], points[valid], rel[valid].to(flow.device).float()
+    with torch.no_grad():
+        wanted = (estimated_aus(points) + rel * AU_SCALE).clamp(AU_MIN, AU_MAX)
+    error = raw_aus(moved_landmarks(flow, points)) - wanted
+    error = torch.where(wanted <= AU_MIN, error.clamp_min(0.0),
+                        torch.where(wanted >= AU_MAX, (-error).clamp_min(0.0), error.abs()))
+    return error.mean()

@@ -30,6 +30,7 @@ import torch
 
 from fgfem.aus import AU_SCALE
 from fgfem.errors import FgfemError
+from fgfem.train.au_geometry import mirror_points
 from fgfem.train.data import FaceRecord, load_image
 
 # Pairs whose AUs hardly differ teach nothing about edits (largest |difference| on 0-5).
@@ -148,7 +149,5 @@ class PairSampler:
         found = self.landmarks.get(key)
         if found is None:
             return torch.full((68, 2), float("nan"))
-        points = torch.from_numpy(found).float().clone()
-        if flip:  # dlib pixel indices: column i maps to size - 1 - i
-            points[:, 0] = self.image_size - 1 - points[:, 0]
-        return points
+        points = torch.from_numpy(found).float()
+        return mirror_points(points, self.image_size) if flip else points
