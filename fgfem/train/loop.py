@@ -39,7 +39,7 @@ from fgfem.train.checkpoint import (
 )
 from fgfem.train.config import TrainConfig
 from fgfem.train.data import FaceDataset, FaceSet, batches_per_epoch, epoch_loader, load_faces, preview_faces
-from fgfem.train.losses import CriticLoss, GeneratorLoss, landmark_flow_l1, pair_l1, warp_au_l1
+from fgfem.train.losses import CriticLoss, GeneratorLoss, landmark_flow_l1, pair_l1, single_au_probes, warp_au_l1
 from fgfem.train.pairs import PairSampler, crop_landmarks, find_pairs
 from fgfem.train.preview import preview_grid, save_preview
 from fgfem.train.warm_start import warm_start
@@ -265,7 +265,7 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], step: int, cfg: Train
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
 
     with torch.set_grad_enabled(train_g), autocast():
-        fake, flow = nets.generator(x, rel, return_flow=True)
+        fake = nets.generator(x, rel)
 
     draws = step_generator(cfg.seed, step, rank)
     with autocast():
@@ -279,10 +279,6 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], step: int, cfg: Train
         nets.raw_critic.requires_grad_(False)
         with autocast():
             g_total, g_terms = generator_loss(nets.generator, nets.raw_critic, x, fake, rel, a_t)
-            if cfg.lambda_warp_au > 0:
-                assert flow is not None  # TrainConfig checks for a warp generator
-                g_terms["g_warp_au"] = warp_au_l1(flow, batch["points"], rel)
-                g_total = g_total + cfg.lambda_warp_au * g_terms["g_warp_au"]
             if pair_sampler is not None:
                 pair = pair_sampler.sample(cfg.pair_batch, draws)
                 edited, pair_flow = nets.generator(pair.source.to(device), pair.rel.to(device), return_flow=True)
@@ -292,6 +288,12 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], step: int, cfg: Train
                     assert pair_flow is not None and pair.source_points is not None  # checked before training
                     g_terms["g_flow"] = landmark_flow_l1(pair_flow, pair.source_points, pair.target_points)
                     g_total = g_total + cfg.lambda_flow * g_terms["g_flow"]
+            if cfg.lambda_warp_au > 0:
+                probes = single_au_probes(x.shape[0], draws).to(device)
+                _, probe_flow = nets.generator(x, probes, return_flow=True)
+                assert probe_flow is not None  # TrainConfig checks for a warp generator
+                g_terms["g_warp_au"] = warp_au_l1(probe_flow, batch["points"], probes)
+                g_total = g_total + cfg.lambda_warp_au * g_terms["g_warp_au"]
             g_terms["g_total"] = g_total
         nets.opt_g.zero_grad(set_to_none=True)
         g_total.backward()

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fgfem.aus import AU_MAX, AU_MIN, AU_SCALE
+from fgfem.aus import AU_MAX, AU_MIN, AU_SCALE, NUM_AUS
 from fgfem.train.au_geometry import estimated_aus, raw_aus
 
 Terms = dict[str, torch.Tensor]
@@ -167,16 +167,32 @@ def moved_landmarks(flow: torch.Tensor, points: torch.Tensor, *, iterations: int
     return moved
 
 
+def single_au_probes(count: int, generator: torch.Generator, *, largest: float = 2.0) -> torch.Tensor:
+    """``count`` relative AU vectors (networks' scale) that each move one random AU by +-U(0.25, largest).
+
+    Why not the batch's own relative vectors: they are differences between real faces, and
+    in real photos most AUs rarely move (AU04 is ~0 on most UTKFace faces), so their fields
+    would hardly ever be asked for. One AU at a time is also exactly how a user edits.
+    """
+    which = torch.randint(0, NUM_AUS, (count,), generator=generator)
+    size = 0.25 + torch.rand(count, generator=generator) * (largest - 0.25)
+    sign = torch.where(torch.rand(count, generator=generator) < 0.5, -1.0, 1.0)
+    probes = torch.zeros(count, NUM_AUS)
+    probes[torch.arange(count), which] = sign * size / AU_SCALE
+    return probes
+
+
 def warp_au_l1(flow: torch.Tensor, points: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
-    """Mean |AU the moved landmarks show - AU asked for| (0-5 units) over AUs and faces with landmarks.
+    """|AU the moved landmarks show - AU asked for| (0-5 units), summed over AUs, mean over faces with landmarks.
 
     Why: the critic's AU head and the pair losses reach the warp only indirectly, and the
     pairs tie AUs that posed expressions move together (AU04 with AU07 and AU09), so one
-    AU's field borrows another's motion. Here every training face's own landmarks, moved by
-    the field the generator made for ``rel``, are read by the landmark AU estimator: each AU
-    must change by what was asked, and every AU not asked for must stay. The target is the
-    estimator's clipped reading plus ``rel``, clipped to 0-5; where it is 0 (or 5) the moved
-    face only has to reach the clip, as a face already at 0 shows 0 however far below it is.
+    AU's field borrows another's motion. Here a face's own landmarks, moved by the field
+    the generator made for ``rel``, are read by the landmark AU estimator: each AU must
+    change by what was asked, and every AU not asked for must stay (summed, so that one
+    missed AU costs its full error). The target is the estimator's clipped reading plus
+    ``rel``, clipped to 0-5; where it is 0 (or 5) the moved face only has to reach the clip,
+    as a face already at 0 shows 0 however far below it is.
     """
     points = points.to(flow.device).float()
     valid = torch.isfinite(points).all(-1).all(-1)
@@ -188,4 +204,4 @@ def warp_au_l1(flow: torch.Tensor, points: torch.Tensor, rel: torch.Tensor) -> t
     error = raw_aus(moved_landmarks(flow, points)) - wanted
     error = torch.where(wanted <= AU_MIN, error.clamp_min(0.0),
                         torch.where(wanted >= AU_MAX, (-error).clamp_min(0.0), error.abs()))
-    return error.mean()
+    return error.sum(-1).mean()
