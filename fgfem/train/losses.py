@@ -183,16 +183,18 @@ def single_au_probes(count: int, generator: torch.Generator, *, largest: float =
 
 
 def warp_au_l1(flow: torch.Tensor, points: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
-    """|AU the moved landmarks show - AU asked for| (0-5 units), summed over AUs, mean over faces with landmarks.
+    """How far the AUs the moved landmarks show are from those asked for (0-5 units), mean over faces
+    with landmarks: the full error of every AU asked for (``rel`` != 0) plus the mean error of the rest.
 
     Why: the critic's AU head and the pair losses reach the warp only indirectly, and the
     pairs tie AUs that posed expressions move together (AU04 with AU07 and AU09), so one
     AU's field borrows another's motion. Here a face's own landmarks, moved by the field
-    the generator made for ``rel``, are read by the landmark AU estimator: each AU must
-    change by what was asked, and every AU not asked for must stay (summed, so that one
-    missed AU costs its full error). The target is the estimator's clipped reading plus
-    ``rel``, clipped to 0-5; where it is 0 (or 5) the moved face only has to reach the clip,
-    as a face already at 0 shows 0 however far below it is.
+    the generator made for ``rel``, are read by the landmark AU estimator. The AUs not asked
+    for count as one mean, not one each: the estimator reads some features for several AUs
+    (raised lip corners are also AU06 and AU14), so that leakage cannot reach zero, and
+    summed over 16 AUs it would pay the warp to make the asked-for AU move less. The target
+    is the estimator's clipped reading plus ``rel``, clipped to 0-5; where it is 0 (or 5) the
+    moved face only has to reach the clip, as a face already at 0 shows 0 however far below.
     """
     points = points.to(flow.device).float()
     valid = torch.isfinite(points).all(-1).all(-1)
@@ -201,7 +203,9 @@ def warp_au_l1(flow: torch.Tensor, points: torch.Tensor, rel: torch.Tensor) -> t
     flow, points, rel = flow[valid], points[valid], rel[valid].to(flow.device).float()
     with torch.no_grad():
         wanted = (estimated_aus(points) + rel * AU_SCALE).clamp(AU_MIN, AU_MAX)
+        asked = rel != 0
+        weight = torch.where(asked, 1.0, 1.0 / (~asked).sum(-1, keepdim=True).clamp_min(1))
     error = raw_aus(moved_landmarks(flow, points)) - wanted
     error = torch.where(wanted <= AU_MIN, error.clamp_min(0.0),
                         torch.where(wanted >= AU_MAX, (-error).clamp_min(0.0), error.abs()))
-    return error.sum(-1).mean()
+    return (error * weight).sum(-1).mean()
