@@ -189,3 +189,29 @@ def test_backend_status_is_cheap_and_complete():
     assert [s.name for s in statuses] == ["fan", "dlib"]
     assert all(isinstance(s, BackendStatus) and s.detail for s in statuses)
     assert {s.name: s for s in statuses}["dlib"].available
+
+
+# UTKFace photos the fast pass (HOG margin >= 0.5 only) calls faceless; each is one real face.
+_QUICK_MISSES = ("100_0_0_20170112213500903.jpg.chip.jpg", "105_1_0_20170112213021902.jpg.chip.jpg",
+                 "10_1_1_20170110225155603.jpg.chip.jpg")
+
+
+def test_quick_detection_checks_marginal_boxes_only_when_nothing_else_was_found(shared):
+    from fgfem.prep.faces.dlib_backend import DlibBackend, DlibConfig
+
+    folder = shared / "data" / "utkface"
+    if not all((folder / name).is_file() for name in _QUICK_MISSES):
+        pytest.skip(f"UTKFace photos not found in {folder}")
+    fast = DlibBackend(DlibConfig(detect_size=480, verify=False))
+    quick = DlibBackend(DlibConfig(detect_size=480, verify=False, verify_when_none=True))
+    for name in _QUICK_MISSES:
+        rgb = _rgb(folder / name)
+        assert fast.detect(rgb) == []
+        faces = quick.detect(rgb)
+        assert len(faces) == 1 and faces[0].score < 0.5  # a marginal box, confirmed by the CNN
+        centre = faces[0].landmarks.mean(axis=0)
+        assert np.all(np.abs(centre - np.array(rgb.shape[1::-1]) / 2) < 40)  # the face of a centred chip
+    # Where the fast pass finds a face, the fallback adds nothing (no CNN run, the same boxes).
+    rgb = _rgb(REPO / "examples" / "monalisa.jpg")
+    found = fast.detect(rgb)
+    assert len(found) == 1 and [f.box.tolist() for f in quick.detect(rgb)] == [f.box.tolist() for f in found]

@@ -25,7 +25,9 @@ def prep_command(
     workers: int = typer.Option(1, "--workers", help="Parallel processes for photos."),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N files (quick looks)."),
     quick: bool = typer.Option(
-        False, "--quick", help="~5x faster detection that finds ~80% of faces (for large face collections)."
+        False, "--quick", help="Faster detection for large face collections: a smaller scan, and the CNN check "
+        "only where it finds no clear face (measured: 99% of the full mode's faces on UTKFace, 94% on small "
+        "160 px photos, 1.1-1.2x faster there)."
     ),
 ) -> None:
     """Detect, align and crop every face, and label its AUs.

@@ -186,7 +186,7 @@ class FaceCropper:
         if options.quick and resolve_backend_name(options.backend) == "dlib":
             from fgfem.prep.faces.dlib_backend import DlibBackend, DlibConfig
 
-            self.backend = DlibBackend(DlibConfig(detect_size=480, verify=False))
+            self.backend = DlibBackend(DlibConfig(detect_size=480, verify=False, verify_when_none=True))
         else:
             self.backend = get_backend(options.backend)
         self.labels = labels

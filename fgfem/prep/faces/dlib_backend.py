@@ -60,6 +60,9 @@ class DlibConfig:
     """HOG margin above which a box is checked by the CNN (only when ``verify`` is on)."""
     verify: bool = True
     """Confirm marginal HOG boxes with the MMOD CNN on a local crop."""
+    verify_when_none: bool = False
+    """With ``verify`` off: still confirm marginal boxes when no box reaches ``accept_score`` (the
+    CNN then runs only on the few images the fast pass would call faceless)."""
     max_verify: int = 4
     """At most this many marginal boxes are checked, best first (bounds the worst-case time)."""
     detector: str = "hog"
@@ -135,7 +138,7 @@ class DlibBackend(FaceBackend):
     # ------------------------------------------------------------------ detection stages
     def _hog_boxes(self, small: np.ndarray) -> list[tuple[np.ndarray, float]]:
         cfg = self.config
-        floor = cfg.candidate_score if cfg.verify else cfg.accept_score
+        floor = cfg.candidate_score if cfg.verify or cfg.verify_when_none else cfg.accept_score
         rects, scores, _ = self._hog.run(small, cfg.upsample, floor)
         ranked = sorted(zip(rects, scores, strict=True), key=lambda rs: -rs[1])
         accepted: list[tuple[np.ndarray, float]] = []
@@ -145,7 +148,7 @@ class DlibBackend(FaceBackend):
             if any(box_iou(box, kept) > 0.3 for kept, _ in accepted):
                 continue
             if score < cfg.accept_score:
-                if checked >= cfg.max_verify:
+                if checked >= cfg.max_verify or (not cfg.verify and accepted):
                     break
                 checked += 1
                 if not self._confirmed_by_cnn(small, box):
