@@ -36,7 +36,7 @@ def mirror_points(points: torch.Tensor, width: int) -> torch.Tensor:
     Both the coordinates and the order change: without the reordering the "right eye"
     of a flipped face would sit on the left and the estimator's frame would turn upside down.
     """
-    flipped = points[..., list(MIRROR_68), :].clone()
+    flipped = points[..., list(MIRROR_68), :]  # advanced indexing: already a copy
     flipped[..., 0] = width - 1 - flipped[..., 0]
     return flipped
 

@@ -134,10 +134,12 @@ def _run(data_dir: Path, run_dir: Path, cfg: TrainConfig, choice: DeviceChoice, 
 
     # Data.
     faces = load_faces(data_dir, holdout=cfg.holdout, limit=cfg.limit)
-    landmarks = crop_landmarks(data_dir, cfg.image_size) if cfg.lambda_flow > 0 or cfg.lambda_warp_au > 0 else None
+    wanting = [name for name, weight in (("--lambda-flow", cfg.lambda_flow), ("--lambda-warp-au", cfg.lambda_warp_au))
+               if weight > 0]
+    landmarks = crop_landmarks(data_dir, cfg.image_size) if wanting else None
     if landmarks == {}:
-        raise FgfemError(f"--lambda-flow and --lambda-warp-au need the landmarks that fgfem prep keeps; {data_dir} "
-                         "has none (prepare it with fgfem prep)")
+        raise FgfemError(f"{' and '.join(wanting)} need{'s' if len(wanting) == 1 else ''} the landmarks that "
+                         f"fgfem prep keeps; {data_dir} has none (prepare it with fgfem prep)")
     dataset = FaceDataset(faces.train, cfg.image_size, target_jitter=cfg.target_jitter,
                           source_jitter=cfg.source_jitter, hflip=cfg.hflip, pad=cfg.pad,
                           landmarks=landmarks if cfg.lambda_warp_au > 0 else None)
