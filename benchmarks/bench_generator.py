@@ -13,11 +13,18 @@ other processes on a shared machine disturb much less.
     python benchmarks/bench_generator.py                          # paper + lite, batch 1 and 8, bf16 row
     python benchmarks/bench_generator.py --presets lite --rounds 5
     python benchmarks/bench_generator.py --presets lite --compile  # adds torch.compile (minutes to compile)
+    python benchmarks/bench_generator.py --device cuda --faces 64   # GPU rows: fp32, bf16, batch 32, CUDA graphs
+
+On CUDA the faces start on the GPU for every row (the copy is the same for all), each
+timing ends with a ``torch.cuda.synchronize()``, and ``cpu ms/img`` is the host time that
+launching the kernels costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import math
 import statistics
 import time
@@ -26,7 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fgfem.devices import resolve_device
+from fgfem.devices import DeviceChoice, resolve_device
 from fgfem.nets import Generator, get_preset
 from fgfem.perf import FastGenerator, choose_plan
 
@@ -56,10 +63,18 @@ def baseline_runner(generator: Generator) -> Run:
     return run
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timing covers the computation and not only its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def run_all(row: Row, x: torch.Tensor, aus: torch.Tensor) -> torch.Tensor:
     """Push every face through ``row`` in chunks of ``row.batch``; record wall and CPU time."""
+    synchronize(x.device)
     wall, cpu = time.perf_counter(), time.process_time()
     outputs = [row.run(x[i:i + row.batch], aus[i:i + row.batch]) for i in range(0, x.shape[0], row.batch)]
+    synchronize(x.device)
     row.wall.append(time.perf_counter() - wall)
     row.cpu.append(time.process_time() - cpu)
     return torch.cat(outputs).float()
@@ -70,7 +85,29 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.inf if mse == 0 else 10 * math.log10(4.0 / mse)  # peak-to-peak 2 for [-1, 1]
 
 
-def bench_preset(preset: str, size: int, faces: int, rounds: int, bf16: bool, compile: bool) -> list[str]:
+def cpu_rows(generator: Generator, choice: DeviceChoice, bf16: bool) -> list[Row]:
+    fast = FastGenerator(generator, choose_plan(choice, compile=False, bf16=False))
+    rows = [Row("fast path, b1", fast, 1), Row("fast path, b8", fast, 8)]
+    if bf16:
+        bf16_fast = FastGenerator(generator, choose_plan(choice, bf16=True))
+        rows.append(Row(f"fast path + bf16, b{ONCE_FACES}", bf16_fast, ONCE_FACES, once=True))
+    return rows
+
+
+def cuda_rows(generator: Generator, choice: DeviceChoice, bf16: bool) -> list[Row]:
+    """The automatic CUDA plan (cuDNN autotune, channels_last, bf16 where native), its parts, and CUDA graphs."""
+    fp32 = FastGenerator(generator, choose_plan(choice, compile=False, bf16=False))
+    rows = [Row("fast fp32, b8", fp32, 8), Row("fast fp32, b32", fp32, 32)]
+    if bf16:
+        fast = FastGenerator(generator, choose_plan(choice, compile=False, bf16=True))
+        rows += [Row("fast bf16, b1", fast, 1), Row("fast bf16, b8", fast, 8), Row("fast bf16, b32", fast, 32)]
+    graph_plan = dataclasses.replace(choose_plan(choice, compile=False, bf16=bf16), cuda_graphs=True)
+    rows.append(Row(f"CUDA graphs{' + bf16' if bf16 else ''}, b8", FastGenerator(generator, graph_plan), 8))
+    return rows
+
+
+def bench_preset(preset: str, size: int, faces: int, rounds: int, bf16: bool, compile: bool,
+                 device: str = "cpu") -> list[str]:
     torch.manual_seed(0)
     generator = Generator(get_preset(preset, size)).eval()
     # Non-trivial norm affines, so that outputs are not all near tanh(0) and PSNR means something.
@@ -78,26 +115,30 @@ def bench_preset(preset: str, size: int, faces: int, rounds: int, bf16: bool, co
         if isinstance(module, torch.nn.InstanceNorm2d):
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.3, 0.3)
-    x = torch.rand(faces, 3, size, size) * 2 - 1
-    aus = (torch.rand(faces, generator.cfg.num_aus) - 0.5) * 0.4
-    choice = resolve_device("cpu")
-    fast = FastGenerator(generator, choose_plan(choice, compile=False, bf16=False))
-    rows = [Row("baseline (no_grad, b1)", baseline_runner(generator), 1),
-            Row("baseline loop, batch 8", baseline_runner(generator), 8),
-            Row("fast path, b1", fast, 1),
-            Row("fast path, b8", fast, 8)]
-    if bf16:
-        bf16_fast = FastGenerator(generator, choose_plan(choice, bf16=True))
-        rows.append(Row(f"fast path + bf16, b{ONCE_FACES}", bf16_fast, ONCE_FACES, once=True))
+    choice = resolve_device(device, bf16=False)
+    x = (torch.rand(faces, 3, size, size) * 2 - 1).to(choice.device)
+    aus = ((torch.rand(faces, generator.cfg.num_aus) - 0.5) * 0.4).to(choice.device)
+    plain = copy.deepcopy(generator).to(choice.device)
+    rows = [Row("baseline (no_grad, b1)", baseline_runner(plain), 1),
+            Row("baseline loop, batch 8", baseline_runner(plain), 8)]
+    rows += cuda_rows(generator, choice, bf16) if choice.device.type == "cuda" else cpu_rows(generator, choice, bf16)
     if compile:
-        compiled = FastGenerator(generator, choose_plan(choice, compile=True, bf16=False))
+        compiled = FastGenerator(generator, choose_plan(choice, compile=True, bf16=choice.device.type == "cuda"))
         started = time.perf_counter()
         compiled(x[:8], aus[:8])
+        synchronize(choice.device)
         print(f"[{preset}] torch.compile: first call {time.perf_counter() - started:.0f} s, "
               f"compiled={compiled.compiled}")
         rows.append(Row("fast path + compile, b8", compiled, 8))
-    for row in rows:  # warm-up (oneDNN primitive caches, allocator); one-round rows are timed here
-        row.output = run_all(row, x[:ONCE_FACES], aus[:ONCE_FACES]) if row.once else run_all(row, x, aus)
+    failed: list[str] = []
+    for row in list(rows):  # warm-up (oneDNN primitive caches, allocator); one-round rows are timed here
+        try:
+            row.output = run_all(row, x[:ONCE_FACES], aus[:ONCE_FACES]) if row.once else run_all(row, x, aus)
+        except Exception as problem:  # noqa: BLE001 - a path that fails here is reported, the others still run
+            rows.remove(row)
+            failed.append(f"| {preset} {size}px | {row.name:<24} | failed: {type(problem).__name__}: "
+                          f"{(str(problem).splitlines() or [''])[0][:120]} |||||||")
+            continue
         if not row.once:
             row.wall.clear()
             row.cpu.clear()
@@ -116,7 +157,7 @@ def bench_preset(preset: str, size: int, faces: int, rounds: int, bf16: bool, co
         diff = (row.output - reference[:count]).abs().max().item()
         lines.append(f"| {preset} {size}px | {row.name:<24} | {rate:7.3f} | {rate / base_rate:5.2f}x | "
                      f"{cpu_ms:8.0f} | {spread:4.0f}% | {diff:.1e} | {psnr(row.output, reference[:count]):6.1f} |")
-    return lines
+    return lines + failed
 
 
 def main() -> None:
@@ -128,15 +169,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16 row")
     parser.add_argument("--compile", action="store_true", help="add a torch.compile row (slow to compile)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the baseline runs there too)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"CPU capability {torch.backends.cpu.get_cpu_capability()}; {args.faces} faces x {args.rounds} rounds")
+    where = (torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda")
+             else f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {where}; "
+          f"{args.faces} faces x {args.rounds} rounds")
     print("| model | path | wall img/s | vs base | cpu ms/img | spread | max abs diff | PSNR dB |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for preset in args.presets:
-        for line in bench_preset(preset, args.size, args.faces, args.rounds, args.bf16, args.compile):
+        for line in bench_preset(preset, args.size, args.faces, args.rounds, args.bf16, args.compile, args.device):
             print(line, flush=True)
 
 

@@ -25,6 +25,8 @@ def train(
     batch: int | None = typer.Option(None, "--batch", help="Images per step and process (default 16)."),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate of both networks (default 1e-4)."),
     epochs: int | None = typer.Option(None, "--epochs", help="Epochs; the last 20 decay the lr to 1e-5 (default 50)."),
+    decay_epochs: int | None = typer.Option(None, "--decay-epochs", help="Epochs at the end whose lr falls "
+                                            "linearly to 1e-5 (default 20; 0 keeps it constant)."),
     critic_steps: int | None = typer.Option(None, "--critic-steps", help="Train G every N-th step (default 4)."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after N steps whatever --epochs says."),
     lambda_d_cond: float | None = typer.Option(None, "--lambda-d-cond", help="Critic AU regression (default 150)."),
@@ -80,7 +82,7 @@ def train(
         raise FgfemError("--resume continues a run and --force starts it over; give one of them")
     overrides = {
         "preset": preset, "image_size": size, "conv_dim": conv_dim, "critic_dim": critic_dim, "batch": batch,
-        "lr": lr, "epochs": epochs,
+        "lr": lr, "epochs": epochs, "decay_epochs": decay_epochs,
         "critic_steps": critic_steps, "max_steps": max_steps, "lambda_d_cond": lambda_d_cond,
         "lambda_gp": lambda_gp, "lambda_g_cond": lambda_g_cond, "lambda_idt": lambda_idt,
         "lambda_cyc": lambda_cyc, "lambda_tv": lambda_tv, "lambda_pair": lambda_pair,

@@ -19,7 +19,8 @@ from fgfem.nets import NetConfig, get_preset
 REGULARIZERS = ("wgan-gp", "r1")
 # Settings that may change when a run is resumed without changing what has been trained so far.
 RESUMABLE_OVERRIDES = frozenset(
-    {"max_steps", "epochs", "save_every", "keep_last", "preview_every", "log_every", "device", "num_workers"}
+    {"max_steps", "epochs", "decay_epochs", "save_every", "keep_last", "preview_every", "log_every", "device",
+     "num_workers"}
 )
 
 
@@ -98,7 +99,7 @@ class TrainConfig:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise FgfemError(f"training setting {name} must be a positive integer, got {value!r}")
         if self.num_workers < 0 or self.decay_epochs < 0 or self.seed < 0:
-            raise FgfemError("--workers, decay_epochs and --seed must not be negative")
+            raise FgfemError("--workers, --decay-epochs and --seed must not be negative")
         for name in ("lr_g", "lr_d", "final_lr"):
             if not getattr(self, name) > 0:
                 raise FgfemError(f"learning rate {name} must be positive, got {getattr(self, name)!r}")
