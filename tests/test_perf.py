@@ -81,7 +81,12 @@ def test_plan_cuda_with_native_bf16() -> None:
     plan = select_plan(torch.device("cuda", 0), Capabilities(native_bf16=True, compiler=True))
     assert plan.channels_last and plan.cudnn_benchmark
     assert plan.autocast == torch.bfloat16
-    assert not plan.compile and not plan.cuda_graphs  # unmeasured here: off by default
+    assert not plan.compile and plan.cuda_graphs  # graphs measured 1.6-3.6x faster at batch 8 on an H200
+    assert "CUDA graphs" in plan.reason
+    compiled = select_plan(torch.device("cuda"), Capabilities(native_bf16=True, compiler=True), compile=True)
+    assert compiled.compile and not compiled.cuda_graphs  # not both unless asked for
+    assert not select_plan(torch.device("cuda"), Capabilities(native_bf16=True, compiler=True),
+                           cuda_graphs=False).cuda_graphs
     older = select_plan(torch.device("cuda"), Capabilities(native_bf16=False, compiler=False),
                         compile=True, cuda_graphs=True)
     assert older.autocast is None and not older.compile and older.cuda_graphs
@@ -113,6 +118,20 @@ def test_choose_plan_reads_env_and_choice(monkeypatch: pytest.MonkeyPatch) -> No
     assert choose_plan(DeviceChoice(CPU, torch.bfloat16)).autocast == torch.bfloat16
     line = describe_fast_path(cpu)
     assert "\n" not in line and "fp32" in line and "compile off" in line
+
+
+def test_choose_plan_cuda_graphs_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FGFEM_CUDA_GRAPHS=0 turns the default graphs off on CUDA; nothing turns them on elsewhere."""
+    import fgfem.perf as perf
+
+    monkeypatch.setattr(perf, "probe_capabilities", lambda device: Capabilities(native_bf16=True, compiler=True))
+    cuda = DeviceChoice(torch.device("cuda", 0), torch.bfloat16)
+    assert choose_plan(cuda).cuda_graphs
+    monkeypatch.setenv("FGFEM_CUDA_GRAPHS", "0")
+    assert not choose_plan(cuda).cuda_graphs
+    monkeypatch.setenv("FGFEM_CUDA_GRAPHS", "1")
+    assert choose_plan(cuda).cuda_graphs
+    assert not choose_plan(resolve_device("cpu")).cuda_graphs
 
 
 def test_compile_failure_falls_back_to_eager_once(lite: Generator) -> None:
