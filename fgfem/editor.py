@@ -152,7 +152,9 @@ class Editor:
         """Detected faces (with 68 landmarks) chosen by ``--face largest|all|N``; NoFaceError if none."""
         from fgfem.prep.faces import select_faces
 
-        faces = select_faces(self.backend.detect(rgb), face)
+        # Backends that can skip work no other face than the largest needs say so with detect_largest.
+        detect = getattr(self.backend, "detect_largest", None) if face == "largest" else None
+        faces = select_faces((detect or self.backend.detect)(rgb), face)
         if not faces:
             raise NoFaceError("no face found in the image (try a larger, frontal, well-lit face, or --backend fan)")
         return list(faces)

