@@ -107,8 +107,18 @@ class Editor:
         max_batch: int = 32,
         weights_info: Any = None,
     ) -> None:
+        from fgfem.perf import FastGenerator, choose_plan
+
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.generator = generator.to(self.device.device).eval()
+        # The path `fgfem info` reports: on CUDA cuDNN autotuning, channels_last, bf16 and CUDA
+        # graphs (measured 11-26x the one-face eager baseline on an H200); on CPU plain fp32.
+        self.plan = choose_plan(self.device)
+        self._fast = FastGenerator(self.generator, self.plan)
+        # A residual generator returns its input bit for bit for a zero edit (``au_weighted_change``
+        # and ``warp_change`` are exactly zero), so G(x, 0) costs no forward pass: half the work of a
+        # one-face edit or a video frame.
+        self.zero_edit_is_identity = bool(getattr(getattr(generator, "cfg", None), "residual_output", False))
         self.image_size = int(image_size)
         self.max_batch = max(1, int(max_batch))
         self.weights_info = weights_info
@@ -200,19 +210,16 @@ class Editor:
     def generate(self, crops: torch.Tensor, rel_aus: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``G(crops, rel / 5)`` for B crops and B relative AU vectors (0-5 scale), in chunks.
 
-        Runs under ``torch.inference_mode`` and the device's autocast; returns float32 on
-        the model's device.
+        Runs the way ``self.plan`` says (``torch.inference_mode``, the device's autocast, on
+        CUDA channels_last and CUDA graphs); returns float32 on the model's device.
         """
         device = self.device.device
         x = as_tensor(crops, device)
         rel = torch.as_tensor(np.asarray(rel_aus, dtype=np.float32), device=device) / AU_SCALE
         if x.shape[0] != rel.shape[0]:
             raise ValueError(f"{x.shape[0]} crops but {rel.shape[0]} AU vectors")
-        outputs = []
-        with torch.inference_mode(), self.device.autocast():
-            for start in range(0, x.shape[0], self.max_batch):
-                stop = start + self.max_batch
-                outputs.append(self.generator(x[start:stop], rel[start:stop]).float())
+        outputs = [self._fast(x[start:start + self.max_batch], rel[start:start + self.max_batch])
+                   for start in range(0, x.shape[0], self.max_batch)]
         return torch.cat(outputs) if outputs else x.new_zeros(x.shape)
 
     def edit_batch(
@@ -220,16 +227,19 @@ class Editor:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Edited crops (I x F x 3 x s x s) and references G(x, 0) (F x 3 x s x s) in ONE forward pass.
 
+        For a residual generator the reference is ``x`` itself (what G(x, 0) returns exactly).
+
         Rows whose scaled change is exactly zero are not recomputed: they *are* the
         reference, which makes a zero edit reproduce ``G(x, 0)`` exactly and so the
         delta paste-back return the photo bit for bit.
         """
         x = as_tensor(crops, self.device.device)
         count = x.shape[0]
-        rows_x = [x]
-        rows_rel = [np.zeros((count, NUM_AUS), dtype=np.float32)]
+        identity = self.zero_edit_is_identity
+        rows_x = [] if identity else [x]
+        rows_rel = [] if identity else [np.zeros((count, NUM_AUS), dtype=np.float32)]
         where: list[list[int | None]] = []
-        next_row = count
+        next_row = 0 if identity else count
         for intensity in intensities:
             scaled = (deltas * np.float32(intensity)).astype(np.float32)
             slots: list[int | None] = []
@@ -242,8 +252,9 @@ class Editor:
                 slots.append(next_row)
                 next_row += 1
             where.append(slots)
-        out = self.generate(torch.cat(rows_x), np.concatenate(rows_rel))
-        reference = out[:count]
+        out = (self.generate(torch.cat(rows_x), np.concatenate(rows_rel)) if rows_x
+               else x.new_zeros((0, *x.shape[1:])))
+        reference = x.clamp(-1.0, 1.0) if identity else out[:count]
         edited = torch.stack(
             [torch.stack([reference[f] if slot is None else out[slot] for f, slot in enumerate(slots)])
              for slots in where]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fgfem.aus import NUM_AUS, au_index, parse_au_specs
+from fgfem.aus import AU_SCALE, NUM_AUS, au_index, parse_au_specs
 from fgfem.editor import Editor, TargetExpression
 from fgfem.errors import FgfemError, NoFaceError
 from fgfem.media import load_image
@@ -78,6 +78,31 @@ def test_all_faces_and_intensities_in_one_forward_pass(editor: Editor, group: np
     assert counter.batches == [faces * (1 + 3)]
     assert len(result.images) == 4 and result.crops.shape == (4, faces, 128, 128, 3)
     assert np.array_equal(result.images[0], group)
+
+
+def test_residual_generator_needs_no_reference_pass(group: np.ndarray) -> None:
+    """G(x, 0) is x for a residual generator, so only the edited rows go through it, with the same result."""
+    from fgfem.nets import Generator, NetConfig
+
+    torch.manual_seed(0)
+    cfg = NetConfig(name="tiny-residual", conv_dim=8, critic_dim=8, residual_output=True, au_film=True,
+                    au_warp=True)
+    residual = Editor(Generator(cfg), image_size=128, device="cpu", backend="dlib")
+    assert residual.zero_edit_is_identity and not residual.plan.cuda_graphs
+    intensities = [0.0, 1.0, 1.25]
+    with ForwardCounter(residual.generator) as counter:
+        result = residual.edit_image(group, parse_au_specs(["12=+1"]), intensities=intensities, face="all")
+    faces = len(result.faces)
+    assert counter.batches == [faces * 2]  # no reference rows
+    assert np.array_equal(result.images[0], group)  # the zero edit is still the photo, bit for bit
+    aligned = residual.align(group, result.faces)
+    deltas = residual.deltas_for(parse_au_specs(["12=+1"]), residual.measure_aus(result.faces))
+    edited, reference = residual.edit_batch(aligned.crops, deltas, [1.0])
+    with torch.inference_mode():
+        x = torch.as_tensor(np.asarray(aligned.crops, dtype=np.float32))
+        assert torch.equal(reference, residual.generator(x, torch.zeros(faces, NUM_AUS)))
+        direct = residual.generator(x, torch.as_tensor(deltas, dtype=torch.float32) / AU_SCALE)
+    assert (edited[0] - direct).abs().max().item() < 1e-5
 
 
 def test_larger_intensity_is_a_larger_change(editor: Editor, happy: np.ndarray) -> None:
