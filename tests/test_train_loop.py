@@ -163,3 +163,21 @@ def test_exported_config_keeps_no_machine_paths() -> None:
     config = {"holdout": "/home/someone/data/held_out.txt", "init": "/home/someone/runs/stage2", "batch": 16}
     assert _shareable_config(config) == {"holdout": "held_out.txt", "init": "stage2", "batch": 16}
     assert _shareable_config({"holdout": None, "init": None}) == {"holdout": None, "init": None}
+
+
+def test_decay_epochs_option_sets_the_schedule(tiny_train_data: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    """--decay-epochs 0 keeps the learning rate constant to the end; a negative value is a one-line error."""
+    args = ["train", str(tiny_train_data), "--preset", "lite", "--conv-dim", "8", "--critic-dim", "8", "--size", "64",
+            "--batch", "4", "--lr", "0.001", "--epochs", "1", "--max-steps", "1", "--preview-every", "100", "--quiet"]
+    assert cli_run([*args, "--run", str(tmp_path / "flat"), "--decay-epochs", "0"]) == 0
+    config = json.loads((tmp_path / "flat" / "config.json").read_text())["train"]
+    assert config["decay_epochs"] == 0
+    assert [row["lr_g"] for row in read_metrics(tmp_path / "flat")] == [pytest.approx(1e-3)]
+    # Default (20 decay epochs of 1): the only epoch already runs at the final rate.
+    assert cli_run([*args, "--run", str(tmp_path / "decayed")]) == 0
+    assert [row["lr_g"] for row in read_metrics(tmp_path / "decayed")] == [pytest.approx(1e-5)]
+    capsys.readouterr()
+    assert cli_run([*args, "--run", str(tmp_path / "bad"), "--decay-epochs", "-1"]) == 1
+    err = capsys.readouterr().err
+    assert "--decay-epochs" in err and "Traceback" not in err
