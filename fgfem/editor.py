@@ -25,6 +25,7 @@ import torch
 from fgfem.aus import AU_SCALE, NUM_AUS, AUEdit, relative_vector
 from fgfem.devices import DeviceChoice, resolve_device
 from fgfem.errors import FgfemError, NoFaceError
+from fgfem.perf import FastGenerator, choose_plan
 
 if TYPE_CHECKING:
     from fgfem.prep.faces import Face, FaceBackend
@@ -107,8 +108,6 @@ class Editor:
         max_batch: int = 32,
         weights_info: Any = None,
     ) -> None:
-        from fgfem.perf import FastGenerator, choose_plan
-
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.generator = generator.to(self.device.device).eval()
         # The path `fgfem info` reports: on CUDA cuDNN autotuning, channels_last, bf16 and CUDA
@@ -118,7 +117,7 @@ class Editor:
         # A residual generator returns its input bit for bit for a zero edit (``au_weighted_change``
         # and ``warp_change`` are exactly zero), so G(x, 0) costs no forward pass: half the work of a
         # one-face edit or a video frame.
-        self.zero_edit_is_identity = bool(getattr(getattr(generator, "cfg", None), "residual_output", False))
+        self.zero_edit_is_identity = bool(generator.cfg.residual_output)
         self.image_size = int(image_size)
         self.max_batch = max(1, int(max_batch))
         self.weights_info = weights_info
@@ -162,9 +161,8 @@ class Editor:
         """Detected faces (with 68 landmarks) chosen by ``--face largest|all|N``; NoFaceError if none."""
         from fgfem.prep.faces import select_faces
 
-        # Backends that can skip work no other face than the largest needs say so with detect_largest.
-        detect = getattr(self.backend, "detect_largest", None) if face == "largest" else None
-        faces = select_faces((detect or self.backend.detect)(rgb), face)
+        found = self.backend.detect_largest(rgb) if face == "largest" else self.backend.detect(rgb)
+        faces = select_faces(found, face)
         if not faces:
             raise NoFaceError("no face found in the image (try a larger, frontal, well-lit face, or --backend fan)")
         return list(faces)

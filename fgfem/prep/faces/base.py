@@ -79,6 +79,13 @@ class FaceBackend(ABC):
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Every face in ``rgb`` (H x W x 3 uint8), largest first."""
 
+    def detect_largest(self, rgb: np.ndarray) -> list[Face]:
+        """Faces for a caller that keeps only the largest (``--face largest``, a ``--target``).
+
+        The same as ``detect`` unless a backend can skip work for faces that could not be chosen.
+        """
+        return self.detect(rgb)
+
     @abstractmethod
     def landmarks_for_boxes(self, rgb: np.ndarray, boxes: Sequence[np.ndarray]) -> list[Face]:
         """One Face per box (x0, y0, x1, y1[, score]), same order; the box is used as given."""

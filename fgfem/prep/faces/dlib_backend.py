@@ -113,16 +113,8 @@ class DlibBackend(FaceBackend):
         self._cnn: Any = None
 
     # ------------------------------------------------------------------ public
-    def detect(self, rgb: np.ndarray, *, largest_only: bool = False) -> list[Face]:
-        rgb = as_rgb(rgb)
-        scale = detection_scale(rgb.shape, self.config.detect_size)
-        small = _resized(rgb, scale)
-        if self.config.detector == "cnn":
-            found = [(box, score) for box, score in self._cnn_boxes(small, self.config.upsample)]
-        else:
-            found = self._hog_boxes(small, largest_only=largest_only)
-        boxes = [np.concatenate([box / scale, [score]]) for box, score in found]
-        return sort_largest_first(self.landmarks_for_boxes(rgb, boxes))
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        return self._detect(rgb, largest_only=False)
 
     def detect_largest(self, rgb: np.ndarray) -> list[Face]:
         """``detect`` for callers that keep only the largest face (``--face largest``, a ``--target``).
@@ -133,7 +125,18 @@ class DlibBackend(FaceBackend):
         a 1024 px portrait with one clear face and two marginal boxes (one of them 1 px
         taller than the face) that is ~110 ms instead of ~1 s.
         """
-        return self.detect(rgb, largest_only=True)
+        return self._detect(rgb, largest_only=True)
+
+    def _detect(self, rgb: np.ndarray, *, largest_only: bool) -> list[Face]:
+        rgb = as_rgb(rgb)
+        scale = detection_scale(rgb.shape, self.config.detect_size)
+        small = _resized(rgb, scale)
+        if self.config.detector == "cnn":
+            found = [(box, score) for box, score in self._cnn_boxes(small, self.config.upsample)]
+        else:
+            found = self._hog_boxes(small, largest_only=largest_only)
+        boxes = [np.concatenate([box / scale, [score]]) for box, score in found]
+        return sort_largest_first(self.landmarks_for_boxes(rgb, boxes))
 
     def landmarks_for_boxes(self, rgb: np.ndarray, boxes: Sequence[np.ndarray]) -> list[Face]:
         rgb = as_rgb(rgb)
