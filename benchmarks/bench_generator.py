@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from fgfem.devices import DeviceChoice, resolve_device
-from fgfem.nets import Generator, get_preset
+from fgfem.nets import Generator, get_preset, use_cpu_rewrites
 from fgfem.perf import FastGenerator, choose_plan
 
 Run = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -119,6 +119,7 @@ def bench_preset(preset: str, size: int, faces: int, rounds: int, bf16: bool, co
     x = (torch.rand(faces, 3, size, size) * 2 - 1).to(choice.device)
     aus = ((torch.rand(faces, generator.cfg.num_aus) - 0.5) * 0.4).to(choice.device)
     plain = copy.deepcopy(generator).to(choice.device)
+    use_cpu_rewrites(plain, False)  # the reference's layer forms (per-AU maps in lite's residual heads)
     rows = [Row("baseline (no_grad, b1)", baseline_runner(plain), 1),
             Row("baseline loop, batch 8", baseline_runner(plain), 8)]
     rows += cuda_rows(generator, choice, bf16) if choice.device.type == "cuda" else cpu_rows(generator, choice, bf16)

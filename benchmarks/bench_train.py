@@ -17,25 +17,35 @@ import time
 import torch
 
 from fgfem.devices import DeviceChoice, resolve_device
+from fgfem.nets import use_cpu_rewrites
 from fgfem.train import distributed
 from fgfem.train.config import TrainConfig
 from fgfem.train.loop import build_nets, train_step
 from fgfem.train.losses import CriticLoss, GeneratorLoss
 
+# TrainConfig fields per variant, plus REWRITES: whether the CPU-only layer rewrites are on
+# (``fgfem.nets.use_cpu_rewrites``: per-face AU kernels for `lite`'s residual heads, the critic's
+# tiny-map convolutions as one matrix product; on by default in fgfem). Every other row runs the
+# reference's layer forms, so that its ratio is that option's alone.
+REWRITES = "cpu_rewrites"
 VARIANTS: dict[str, dict[str, object]] = {
     "baseline fp32 NCHW": {"channels_last": False, "bf16": False},
     "channels_last": {"channels_last": True, "bf16": False},
     "bf16 autocast": {"channels_last": False, "bf16": True},
     "bf16 + channels_last": {"channels_last": True, "bf16": True},
     "r1 lazy (every 16)": {"channels_last": False, "bf16": False, "regularizer": "r1"},
+    "CPU layer rewrites": {"channels_last": False, "bf16": False, REWRITES: True},
+    "CPU rewrites + r1 lazy": {"channels_last": False, "bf16": False, "regularizer": "r1", REWRITES: True},
 }
 
 
-def images_per_second(cfg: TrainConfig, cycles: int, device: str) -> float:
+def images_per_second(cfg: TrainConfig, cycles: int, device: str, rewrites: bool = False) -> float:
     choice = resolve_device(device, bf16=cfg.bf16)
     choice = DeviceChoice(device=choice.device, autocast_dtype=choice.autocast_dtype)
     torch.manual_seed(0)
     nets = build_nets(cfg.net_config(), cfg, choice.device, distributed.DistInfo())
+    use_cpu_rewrites(nets.raw_generator, rewrites)
+    use_cpu_rewrites(nets.raw_critic, rewrites)
     critic_loss = CriticLoss(lambda_cond=cfg.lambda_d_cond, regularizer=cfg.regularizer, lambda_gp=cfg.lambda_gp,
                              r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every)
     generator_loss = GeneratorLoss(lambda_cond=cfg.lambda_g_cond, lambda_idt=cfg.lambda_idt,
@@ -78,8 +88,10 @@ def main() -> None:
         base_cfg = TrainConfig(preset=preset, image_size=args.size, batch=args.batch, device=args.device)
         baseline = None
         for name in args.variants:
-            cfg = dataclasses.replace(base_cfg, **VARIANTS[name])
-            rate = images_per_second(cfg, args.cycles, args.device)
+            options = dict(VARIANTS[name])
+            rewrites = bool(options.pop(REWRITES, False))
+            cfg = dataclasses.replace(base_cfg, **options)
+            rate = images_per_second(cfg, args.cycles, args.device, rewrites)
             baseline = baseline or rate
             print(f"{preset:8} {name:24} {rate:8.2f} {rate / baseline:11.2f}x", flush=True)
 

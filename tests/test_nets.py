@@ -12,9 +12,9 @@ from PIL import Image
 
 from fgfem.aus import AU_SCALE, NUM_AUS
 from fgfem.errors import FgfemError
-from fgfem.nets import PRESETS, Critic, Generator, NetConfig, count_parameters, get_preset
-from fgfem.nets.blocks import ConvNormAct, concat_aus
-from fgfem.nets.generator import FLOW_BLOCK, au_weighted_change, smooth_flow, warp_change
+from fgfem.nets import PRESETS, Critic, Generator, NetConfig, count_parameters, get_preset, use_cpu_rewrites
+from fgfem.nets.blocks import TINY_MAP_PIXELS, ConvNormAct, TinyMapConv2d, concat_aus
+from fgfem.nets.generator import FLOW_BLOCK, au_weighted_change, au_weighted_conv, smooth_flow, warp_change
 
 # Counted from the reference UNet_MSF_Generator / Discriminator_Plus (ngf = ndf = 64, 17 AUs, 128 px).
 PAPER_GENERATOR_PARAMS = 57_632_768
@@ -102,6 +102,50 @@ def test_residual_change_is_the_au_weighted_sum_of_per_au_maps():
     expected = sum(rel[:, k, None, None, None] * maps[:, 3 * k : 3 * k + 3] for k in range(NUM_AUS))
     torch.testing.assert_close(au_weighted_change(maps, rel), expected, rtol=1e-5, atol=1e-5)
 
+
+
+def test_per_face_kernels_give_the_per_au_maps_sum_and_its_gradients():
+    """The CPU form (one AU-weighted kernel per face) must be the same function as the per-AU maps."""
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(4, 3 * NUM_AUS, 7, padding=3, bias=False)
+    y = torch.randn(3, 4, 16, 16, requires_grad=True)
+    rel = torch.randn(3, NUM_AUS)
+    rel[1] = 0.0
+    fast = au_weighted_conv(conv, y, rel, per_face=True)
+    plain = au_weighted_conv(conv, y, rel, per_face=False)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast[1], torch.zeros_like(fast[1]))  # a zero edit: exactly no change
+    grads_fast = torch.autograd.grad(fast.square().sum(), (conv.weight, y))
+    grads_plain = torch.autograd.grad(plain.square().sum(), (conv.weight, y))
+    for got, expected in zip(grads_fast, grads_plain, strict=True):  # sums over many pixels: relative to scale
+        assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+@pytest.mark.parametrize(("size", "stride", "tiny"), [(4, 2, True), (8, 2, True), (16, 2, False), (3, 1, True)])
+def test_tiny_map_convolution_is_the_same_function_through_a_double_backward(size, stride, tiny, monkeypatch):
+    """The matrix-product form must match oneDNN's convolution, including the gradient penalty's second
+    derivative, and be taken only where the output map is tiny."""
+    torch.manual_seed(4)
+    kernel = 4 if stride == 2 else 3
+    conv = TinyMapConv2d(8, 6, kernel, stride=stride, padding=(kernel - 1) // 2, bias=False)
+    unfolds = []
+    real_unfold = torch.nn.functional.unfold
+    monkeypatch.setattr(torch.nn.functional, "unfold", lambda *a, **k: unfolds.append(1) or real_unfold(*a, **k))
+    x = torch.randn(3, 8, size, size, requires_grad=True)
+
+    def penalty(module):
+        out = module(x)
+        (grad,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+        return out, grad, torch.autograd.grad(grad.square().sum(), module.weight)[0]
+
+    fast = penalty(conv)
+    assert bool(unfolds) is tiny and (fast[0].shape[-1] ** 2 <= TINY_MAP_PIXELS) is tiny
+    use_cpu_rewrites(conv, False)
+    unfolds.clear()
+    plain = penalty(conv)
+    assert not unfolds
+    for got, expected in zip(fast, plain, strict=True):
+        assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
 
 def test_warp_moves_pixels_by_the_flow_and_a_zero_flow_changes_nothing():
     x = random_faces(2, 64)
