@@ -102,7 +102,11 @@ class FaceTracker:
         from fgfem.prep.faces import select_faces
 
         self.detections += 1
-        return list(select_faces(self.backend.detect(rgb), self.config.face))
+        # Only the largest face is followed by default: the backend may skip checking boxes that could
+        # not be chosen (dlib: the ~400 ms CNN check of a marginal box, once every few redetections).
+        largest = self.config.face == "largest"
+        found = self.backend.detect_largest(rgb) if largest else self.backend.detect(rgb)
+        return list(select_faces(found, self.config.face))
 
     def _new_smoother(self) -> Any:
         if not self.config.smooth:
@@ -279,16 +283,18 @@ def render_video(
     keep_audio: bool = True,
     force: bool = False,
     on_frame: Callable[[int, int], None] | None = None,
+    encoder_preset: str | None = None,
 ) -> RenderStats:
     """Edit every frame of ``src`` into ``out`` with the same fps and frame count, audio kept.
 
     ``spec`` is one edit for all frames or a function of the frame index (``--driver``).
     ``on_frame(done, total)`` reports progress (total is 0 when the container does not say).
+    ``encoder_preset`` is x264's speed/size preset (default ``fgfem.video.DEFAULT_X264_PRESET``).
     """
     import time
 
     from fgfem.media import check_writable
-    from fgfem.video import VideoWriter, open_frames, probe_video
+    from fgfem.video import DEFAULT_X264_PRESET, VideoWriter, open_frames, probe_video
 
     check_writable(out, force=force)
     info = probe_video(src)
@@ -300,7 +306,8 @@ def render_video(
     started = time.perf_counter()
     total = int(info.frame_count or 0)
     with open_frames(src) as frames, VideoWriter(out, info.fps, info.size, force=force,
-                                                 audio_from=src if keep_audio and info.has_audio else None) as writer:
+                                                 audio_from=src if keep_audio and info.has_audio else None,
+                                                 preset=encoder_preset or DEFAULT_X264_PRESET) as writer:
         for frame in edit_frames(editor, frames, spec_for_frame, tracker=tracker, batch=batch, mode=mode,
                                  intensity=intensity):
             writer.write(frame.rgb)

@@ -96,6 +96,26 @@ def test_tracker_redetects_after_a_cut(editor: Editor, samples: Path) -> None:
     assert found[:3] == [1, 1, 1] and found[3:] == [0, 0, 0]
 
 
+
+@pytest.mark.parametrize("face", ["largest", "all"])
+def test_tracker_asks_for_the_largest_face_only_when_it_keeps_only_that(editor: Editor, short_clip: Path,
+                                                                         face: str, monkeypatch) -> None:
+    """`--face largest` (the default) lets the backend skip checks of faces it could not choose; the face
+    followed must still be the one a full detection picks."""
+    calls: list[str] = []
+    backend = editor.backend
+    for name in ("detect", "detect_largest"):
+        real = getattr(backend, name)
+        monkeypatch.setattr(backend, name, lambda rgb, _real=real, _name=name: calls.append(_name) or _real(rgb))
+    frames = list(iter_frames(short_clip))[:3]
+    tracker = FaceTracker(backend, TrackerConfig(redetect_every=1, face=face, smooth=False))
+    followed = [tracker.update(f) for f in frames]
+    assert calls.count("detect_largest") == (3 if face == "largest" else 0)
+    monkeypatch.undo()
+    for frame, faces in zip(frames, followed, strict=True):
+        full = max(editor.backend.detect(frame), key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        assert len(faces) == 1 and np.allclose(faces[0].box[:4], full.box[:4], atol=1.0)
+
 def test_driver_deltas_are_relative_to_the_neutral_frame(editor: Editor, short_clip: Path) -> None:
     deltas = driver_deltas(editor, short_clip, neutral=3)
     assert deltas.shape == (12, NUM_AUS)
@@ -118,6 +138,17 @@ def test_cli_render_with_driver(short_clip: Path, tmp_path: Path, capsys) -> Non
     assert probe_video(out).frame_count == 12
     assert run(["render", str(short_clip), "-o", str(out), "--au", "12=+1", "--weights", str(weights)]) == 1
     assert "--force" in capsys.readouterr().err
+    slow_out = tmp_path / "slow_preset.mp4"
+    code = run(["render", str(short_clip), "-o", str(slow_out), "--au", "12=+1", "--weights", str(weights),
+                "--device", "cpu", "--backend", "dlib", "--encoder-preset", "slow"])
+    assert code == 0, capsys.readouterr().err
+    assert probe_video(slow_out).frame_count == 12
+    bad = tmp_path / "bad_preset.mp4"
+    assert run(["render", str(short_clip), "-o", str(bad), "--au", "12=+1", "--weights", str(weights),
+                "--encoder-preset", "turbo"]) == 1
+    err = capsys.readouterr().err
+    assert "--encoder-preset 'turbo'" in err and "veryfast" in err and "Traceback" not in err
+    assert not bad.exists()
 
 
 @pytest.mark.slow

@@ -273,6 +273,9 @@ def test_encoder_failure_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FgfemError, match="no frames"), VideoWriter(out, 25, (64, 48)):
         pass
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="x264 preset must be one of"):
+        VideoWriter(out, 25, (64, 48), preset="turbo")
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- animations ----------------------------------------------------------------------------------------
