@@ -105,6 +105,30 @@ def test_relative_au_sampling_statistics(tiny_data: Path) -> None:
     assert abs(float(target.std()) - 0.1 / 3**0.5) < 0.01  # uniform, not normal
 
 
+
+def test_single_au_targets_move_one_au_of_the_face_own(tiny_data: Path) -> None:
+    """With --single-au-targets 0.5 about half the targets are the source's AUs with one AU moved (by at
+    most the change asked, inside [0, 1]); the rest are still another face's AUs; off, nothing changes."""
+    faces = load_faces(tiny_data)
+    plain = FaceDataset(faces.train, 64, hflip=False, pad=0)
+    single = FaceDataset(faces.train, 64, hflip=False, pad=0, single_au_targets=0.5, single_au_change=2.0)
+    moved_aus, singles = set(), 0
+    for seed in range(200):
+        item = single[(seed % len(single), seed)]
+        changed = (item["a_t"] - item["a_x"]).abs() > 0
+        if int(changed.sum()) <= 1:  # a single-AU target (another face's AUs differ on many AUs)
+            singles += 1
+            assert float(item["rel"].abs().max()) <= 2.0 / AU_SCALE + 1e-6
+            assert bool(((item["a_t"][changed] >= 0) & (item["a_t"][changed] <= 1)).all())
+            moved_aus.update(torch.nonzero(changed).flatten().tolist())
+    assert 70 <= singles <= 130 and len(moved_aus) >= 12  # about half, spread over the AUs
+    first, off = plain[(3, 1234)], FaceDataset(faces.train, 64, hflip=False, pad=0, single_au_targets=0.0)[(3, 1234)]
+    assert all(torch.equal(first[key], off[key]) for key in first)  # off: the paper's sampling, same stream
+    with pytest.raises(FgfemError, match="--single-au-targets"):
+        TrainConfig(single_au_targets=1.5)
+    with pytest.raises(FgfemError, match="--single-au-change"):
+        TrainConfig(single_au_change=0.0)
+
 def test_items_are_a_function_of_their_seed(tiny_data: Path) -> None:
     faces = load_faces(tiny_data)
     dataset = FaceDataset(faces.train, 64, hflip=True, pad=4)

@@ -181,3 +181,18 @@ def test_decay_epochs_option_sets_the_schedule(tiny_train_data: Path, tmp_path: 
     assert cli_run([*args, "--run", str(tmp_path / "bad"), "--decay-epochs", "-1"]) == 1
     err = capsys.readouterr().err
     assert "--decay-epochs" in err and "Traceback" not in err
+
+
+def test_single_au_targets_options_reach_the_run(tiny_train_data: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """--single-au-targets / --single-au-change are kept in the run's config (so --resume keeps them)."""
+    args = ["train", str(tiny_train_data), "--preset", "lite", "--conv-dim", "8", "--critic-dim", "8", "--size", "64",
+            "--batch", "4", "--epochs", "1", "--max-steps", "1", "--preview-every", "100", "--quiet"]
+    assert cli_run([*args, "--run", str(tmp_path / "single"), "--single-au-targets", "0.5",
+                    "--single-au-change", "1.5"]) == 0
+    config = json.loads((tmp_path / "single" / "config.json").read_text())["train"]
+    assert config["single_au_targets"] == 0.5 and config["single_au_change"] == 1.5
+    capsys.readouterr()
+    assert cli_run([*args, "--run", str(tmp_path / "bad"), "--single-au-targets", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "--single-au-targets" in err and "Traceback" not in err

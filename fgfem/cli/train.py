@@ -45,6 +45,10 @@ def train(
     lambda_warp_au: float | None = typer.Option(None, "--lambda-warp-au", help="AUs read from each face's "
                                                 "landmarks moved by the warp vs those asked for (needs --warp "
                                                 "and a fgfem prep folder; default 0, off)."),
+    single_au_targets: float | None = typer.Option(None, "--single-au-targets", help="Share of targets that move "
+                                                   "one random AU of the face's own (default 0, off)."),
+    single_au_change: float | None = typer.Option(None, "--single-au-change", help="Largest change of such a "
+                                                  "target, 0-5 units (default 2)."),
     regularizer: str | None = typer.Option(None, "--regularizer", help="wgan-gp (paper) or r1 (lazy R1, cheaper)."),
     conv_dim: int | None = typer.Option(None, "--conv-dim", help="Override the preset's generator width."),
     critic_dim: int | None = typer.Option(None, "--critic-dim", help="Override the preset's critic width."),
@@ -87,7 +91,8 @@ def train(
         "lambda_gp": lambda_gp, "lambda_g_cond": lambda_g_cond, "lambda_idt": lambda_idt,
         "lambda_cyc": lambda_cyc, "lambda_tv": lambda_tv, "lambda_pair": lambda_pair,
         "pair_pattern": pair_pattern, "pair_batch": pair_batch, "lambda_flow": lambda_flow,
-        "lambda_warp_au": lambda_warp_au,
+        "lambda_warp_au": lambda_warp_au, "single_au_targets": single_au_targets,
+        "single_au_change": single_au_change,
         "regularizer": regularizer, "limit": limit,
         "holdout": str(holdout) if holdout is not None else None, "save_every": save_every,
         "keep_last": keep_last, "preview_every": preview_every, "seed": seed, "device": device, "bf16": bf16,

@@ -238,14 +238,17 @@ class FaceDataset(Dataset):
     """Items are ``(index, seed)`` pairs; each returns the face, its AUs, a target and the relative vector.
 
     ``a_x`` = own AUs / 5 + U(-source_jitter, source_jitter); ``a_t`` = AUs / 5 of another
-    random training face + U(-target_jitter, target_jitter); ``rel`` = a_t - a_x. Given
+    random training face + U(-target_jitter, target_jitter); ``rel`` = a_t - a_x. A share
+    ``single_au_targets`` of the targets are instead ``a_x`` with one uniformly chosen AU moved
+    by U(-single_au_change, single_au_change) / 5 (kept in the AU range). Given
     ``landmarks`` (aus.csv key -> 68 x 2 pixels at ``image_size``), items also carry
     ``points``: the face's landmarks after the same augmentation (NaN where unknown).
     """
 
     def __init__(self, records: Sequence[FaceRecord], image_size: int, *, target_jitter: float = 0.1,
                  source_jitter: float = 0.02, hflip: bool = True, pad: int = 0,
-                 landmarks: Mapping[str, np.ndarray] | None = None) -> None:
+                 landmarks: Mapping[str, np.ndarray] | None = None, single_au_targets: float = 0.0,
+                 single_au_change: float = 2.0) -> None:
         self.records = tuple(records)
         self.image_size = image_size
         self.target_jitter = target_jitter
@@ -253,6 +256,8 @@ class FaceDataset(Dataset):
         self.hflip = hflip
         self.pad = pad
         self.landmarks = landmarks
+        self.single_au_targets = single_au_targets
+        self.single_au_change = single_au_change / AU_SCALE
         self.aus = torch.from_numpy(np.stack([r.aus for r in self.records])).float() / AU_SCALE
 
     def __len__(self) -> int:
@@ -266,12 +271,23 @@ class FaceDataset(Dataset):
         a_x = self.aus[index] + uniform((NUM_AUS,), self.source_jitter, generator)
         other = self._other_index(index, generator)
         a_t = self.aus[other] + uniform((NUM_AUS,), self.target_jitter, generator)
+        # Drawn only when asked for, so that runs without it keep their random stream (and resume bit for bit).
+        if self.single_au_targets > 0 and float(torch.rand((), generator=generator)) < self.single_au_targets:
+            a_t = self._single_au_target(a_x, generator)
         sample = {"x": image, "a_x": a_x, "a_t": a_t, "rel": a_t - a_x}
         if self.landmarks is not None:
             found = self.landmarks.get(self.records[index].key)
             points = torch.full((68, 2), float("nan")) if found is None else torch.from_numpy(found).float()
             sample["points"] = moves.points(points, self.image_size)
         return sample
+
+    def _single_au_target(self, a_x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``a_x`` with one random AU moved by U(-single_au_change, single_au_change), clamped to [0, 1]."""
+        which = int(torch.randint(0, NUM_AUS, (), generator=generator))
+        change = float(uniform((), self.single_au_change, generator))
+        a_t = a_x.clone()
+        a_t[which] = (a_x[which] + change).clamp(0.0, 1.0)
+        return a_t
 
     def _other_index(self, index: int, generator: torch.Generator) -> int:
         """A uniformly random training face other than ``index`` (any face if there is only one)."""

@@ -142,7 +142,8 @@ def _run(data_dir: Path, run_dir: Path, cfg: TrainConfig, choice: DeviceChoice, 
                          f"fgfem prep keeps; {data_dir} has none (prepare it with fgfem prep)")
     dataset = FaceDataset(faces.train, cfg.image_size, target_jitter=cfg.target_jitter,
                           source_jitter=cfg.source_jitter, hflip=cfg.hflip, pad=cfg.pad,
-                          landmarks=landmarks if cfg.lambda_warp_au > 0 else None)
+                          landmarks=landmarks if cfg.lambda_warp_au > 0 else None,
+                          single_au_targets=cfg.single_au_targets, single_au_change=cfg.single_au_change)
     pair_sampler = None
     if cfg.lambda_pair > 0:
         assert cfg.pair_pattern is not None  # TrainConfig checks it
