@@ -146,6 +146,7 @@ def select_plan(
                          + ")")
         else:
             notes.append("fp32 NCHW oneDNN, inference_mode (bf16 and channels_last measured slower)")
+        notes.append("CPU layer rewrites: per-face AU kernels, tiny maps as GEMM")
         use_compile = compile and caps.compiler
         if compile and not caps.compiler:
             notes.append("torch.compile asked for but no C++ compiler: eager")

@@ -82,7 +82,7 @@ def test_plan_cuda_with_native_bf16() -> None:
     assert plan.channels_last and plan.cudnn_benchmark
     assert plan.autocast == torch.bfloat16
     assert not plan.compile and plan.cuda_graphs  # graphs measured 1.6-3.6x faster at batch 8 on an H200
-    assert "CUDA graphs" in plan.reason
+    assert "CUDA graphs" in plan.reason and "CPU layer rewrites" not in plan.reason
     compiled = select_plan(torch.device("cuda"), Capabilities(native_bf16=True, compiler=True), compile=True)
     assert compiled.compile and not compiled.cuda_graphs  # not both unless asked for
     assert not select_plan(torch.device("cuda"), Capabilities(native_bf16=True, compiler=True),
@@ -96,6 +96,7 @@ def test_plan_cuda_with_native_bf16() -> None:
 def test_plan_cpu_avx2_and_native_bf16_cpu() -> None:
     plain = select_plan(CPU, Capabilities(native_bf16=False, compiler=True))
     assert (plain.channels_last, plain.autocast, plain.compile, plain.cuda_graphs) == (False, None, False, False)
+    assert "CPU layer rewrites" in plain.reason  # what `fgfem info` says the CPU runs (fgfem.nets.use_cpu_rewrites)
     # bf16 hardware on the CPU is unmeasured: still fp32 unless asked for, then honoured.
     assert select_plan(CPU, Capabilities(native_bf16=True, compiler=True)).autocast is None
     forced = select_plan(CPU, Capabilities(native_bf16=False, compiler=True), bf16=True, compile=True)
