@@ -108,8 +108,8 @@ def au_weighted_conv(conv: nn.Conv2d, y: torch.Tensor, rel_aus: torch.Tensor, *,
     num_aus = rel_aus.shape[1]
     weight = conv.weight
     kernels = weight.view(num_aus, weight.shape[0] // num_aus, *weight.shape[1:])
-    per_face = torch.einsum("bk,koihw->boihw", rel_aus.to(weight.dtype), kernels)
-    return torch.cat([F.conv2d(y[i : i + 1], per_face[i], padding=conv.padding, stride=conv.stride,
+    face_kernels = torch.einsum("bk,koihw->boihw", rel_aus.to(weight.dtype), kernels)
+    return torch.cat([F.conv2d(y[i : i + 1], face_kernels[i], padding=conv.padding, stride=conv.stride,
                                dilation=conv.dilation) for i in range(y.shape[0])])
 
 
