@@ -159,10 +159,9 @@ class Editor:
     # ----------------------------------------------------------------- faces and AUs
     def find_faces(self, rgb: np.ndarray, face: str = "largest") -> list[Face]:
         """Detected faces (with 68 landmarks) chosen by ``--face largest|all|N``; NoFaceError if none."""
-        from fgfem.prep.faces import select_faces
+        from fgfem.prep.faces import detect_faces
 
-        found = self.backend.detect_largest(rgb) if face == "largest" else self.backend.detect(rgb)
-        faces = select_faces(found, face)
+        faces = detect_faces(self.backend, rgb, face)
         if not faces:
             raise NoFaceError("no face found in the image (try a larger, frontal, well-lit face, or --backend fan)")
         return list(faces)

@@ -99,14 +99,10 @@ class FaceTracker:
         self.detections = 0
 
     def _detect(self, rgb: np.ndarray) -> list[Face]:
-        from fgfem.prep.faces import select_faces
+        from fgfem.prep.faces import detect_faces
 
         self.detections += 1
-        # Only the largest face is followed by default: the backend may skip checking boxes that could
-        # not be chosen (dlib: the ~400 ms CNN check of a marginal box, once every few redetections).
-        largest = self.config.face == "largest"
-        found = self.backend.detect_largest(rgb) if largest else self.backend.detect(rgb)
-        return list(select_faces(found, self.config.face))
+        return detect_faces(self.backend, rgb, self.config.face)
 
     def _new_smoother(self) -> Any:
         if not self.config.smooth:

@@ -51,13 +51,13 @@ from fgfem.errors import FgfemError
 from fgfem.media import MediaWarning, PathLike, as_path, check_writable, describe_path
 
 QUEUE_FRAMES = 8
+"""Frames buffered between a codec thread and its caller (8 x 1080p RGB is about 50 MB)."""
 # x264's speed/size presets, fastest first. The default for our videos is "veryfast": on 720p at
 # CRF 18 it encoded 57 frames/s against "medium"'s 26 on 2 CPU cores, with the same file size
 # (1.00 vs 1.04 MB for 96 frames) and 42.6 vs 43.3 dB PSNR, both visually lossless; the encoder
 # shares the cores with the generator, so its speed is the render's speed.
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 DEFAULT_X264_PRESET = "veryfast"
-"""Frames buffered between a codec thread and its caller (8 x 1080p RGB is about 50 MB)."""
 
 _NTSC_RATES = (23.98, 29.97, 47.95, 59.94, 119.88)
 

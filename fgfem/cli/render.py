@@ -38,10 +38,10 @@ def render(
     redetect: int = typer.Option(10, "--redetect", help="Run the full face detector every N frames (else track)."),
     smooth: bool = typer.Option(True, "--smooth/--no-smooth", help="One-Euro smoothing of landmarks over time."),
     audio: bool = typer.Option(True, "--audio/--no-audio", help="Keep the input's audio track."),
-    encoder_preset: str = typer.Option(
-        "veryfast", "--encoder-preset",
-        help="x264 speed/size preset, ultrafast ... veryslow. Slower ones give slightly smaller or sharper "
-             "files at the same CRF 18 and slow the render down.",
+    encoder_preset: str | None = typer.Option(
+        None, "--encoder-preset", show_default=False,
+        help="x264 speed/size preset, ultrafast ... veryslow (default veryfast). Slower ones give slightly "
+             "smaller or sharper files at the same CRF 18 and slow the render down.",
     ),
     face: str = FACE_OPTION,
     mode: str = MODE_OPTION,
@@ -78,7 +78,7 @@ def render(
         raise FgfemError(f"cannot write {describe_path(out.name)}: name the output .mp4")
     if batch < 1 or redetect < 1:
         raise FgfemError("--batch and --redetect must be at least 1")
-    if encoder_preset not in X264_PRESETS:
+    if encoder_preset is not None and encoder_preset not in X264_PRESETS:
         raise FgfemError(f"--encoder-preset {encoder_preset!r} is not an x264 preset; use one of "
                          f"{', '.join(X264_PRESETS)}")
     check_writable(out, force=force)

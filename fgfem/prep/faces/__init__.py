@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from fgfem.errors import FgfemError
 from fgfem.prep.faces.base import BackendStatus, Face, FaceBackend, box_iou
 
 BACKENDS = ("dlib", "fan")
 
 __all__ = ["BACKENDS", "BackendStatus", "Face", "FaceBackend", "backend_status", "box_iou", "get_backend",
-           "resolve_backend_name", "select_faces"]
+           "detect_faces", "resolve_backend_name", "select_faces"]
 
 
 def backend_status() -> list[BackendStatus]:
@@ -55,6 +57,17 @@ def get_backend(name: str = "auto", *, device: str = "cpu") -> FaceBackend:
 
         return FanBackend(device=str(device))
     raise FgfemError(f"unknown face backend {name!r}; use auto, {', '.join(BACKENDS)} (or dlib-cnn)")
+
+
+def detect_faces(backend: FaceBackend, rgb: np.ndarray, which: str = "largest") -> list[Face]:
+    """``select_faces(backend.detect(rgb), which)``, letting the backend skip work for ``largest``.
+
+    Only the largest face is kept then, so ``detect_largest`` may leave out checks of faces
+    that could not be chosen (dlib: the ~400 ms CNN check of a marginal box).
+    """
+    largest = str(which).strip().lower() == "largest"
+    found = backend.detect_largest(rgb) if largest else backend.detect(rgb)
+    return select_faces(found, which)
 
 
 def select_faces(faces: list[Face], which: str = "largest") -> list[Face]:
