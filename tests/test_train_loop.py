@@ -17,7 +17,7 @@ from fgfem.cli import run as cli_run
 from fgfem.errors import FgfemError
 from fgfem.train import TrainConfig, export_generator, read_metrics, train
 from fgfem.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from fgfem.train.losses import CriticLoss, GeneratorLoss, total_variation
+from fgfem.train.losses import CriticLoss, GeneratorLoss, changed_au_error, total_variation
 from fgfem.train.preview import PREVIEW_EDITS
 
 TINY = {"preset": "lite", "conv_dim": 8, "critic_dim": 8, "image_size": 64, "batch": 4}
@@ -196,3 +196,53 @@ def test_single_au_targets_options_reach_the_run(tiny_train_data: Path, tmp_path
     assert cli_run([*args, "--run", str(tmp_path / "bad"), "--single-au-targets", "2"]) == 1
     err = capsys.readouterr().err
     assert "--single-au-targets" in err and "Traceback" not in err
+
+
+def test_changed_au_error_weighs_the_aus_a_target_moves() -> None:
+    """One moved AU: its squared error alone; several: weighted by |rel|; none: exactly zero."""
+    pred, target = torch.rand(3, 17), torch.rand(3, 17)
+    one = torch.zeros(3, 17)
+    one[:, 3] = -0.2
+    single = float((pred[:, 3] - target[:, 3]).square().mean())
+    assert float(changed_au_error(pred, target, one)) == pytest.approx(single)
+    two = torch.zeros(1, 17)
+    two[0, 2], two[0, 9] = 0.3, 0.1
+    expected = (0.3 * (pred[0, 2] - target[0, 2]) ** 2 + 0.1 * (pred[0, 9] - target[0, 9]) ** 2) / 0.4
+    assert float(changed_au_error(pred[:1], target[:1], two)) == pytest.approx(float(expected))
+    assert float(changed_au_error(pred, target, torch.zeros(3, 17))) == 0.0
+
+
+def test_changed_au_term_joins_the_generator_loss_only_when_asked() -> None:
+    """Off by default (the paper's loss, no extra term); on, the total grows by lambda x the term."""
+    def critic(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.mean(dim=(1, 2, 3)).view(-1, 1, 1, 1), x.mean(dim=(2, 3)).repeat(1, 6)[:, :17]
+
+    def generator(x: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        return x + rel[:, :3, None, None]
+
+    real = torch.rand(2, 3, 8, 8)
+    rel = torch.zeros(2, 17)
+    rel[:, 1] = 0.2
+    target = torch.full((2, 17), 0.3)
+    fake = generator(real, rel)
+    plain_total, plain = GeneratorLoss()(generator, critic, real, fake, rel, target)
+    assert "g_cond_changed" not in plain
+    total, terms = GeneratorLoss(lambda_cond_changed=50.0)(generator, critic, real, fake, rel, target)
+    _, pred = critic(fake)
+    assert float(terms["g_cond_changed"]) == pytest.approx(float((pred[:, 1] - 0.3).square().mean()))
+    assert float(total) == pytest.approx(float(plain_total + 50.0 * terms["g_cond_changed"]), rel=1e-6)
+
+
+def test_lambda_cond_changed_option_reaches_the_run(tiny_train_data: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """--lambda-cond-changed is kept in the run's config and logged; a negative value is a one-line error."""
+    args = ["train", str(tiny_train_data), "--preset", "lite", "--conv-dim", "8", "--critic-dim", "8", "--size", "64",
+            "--batch", "4", "--epochs", "1", "--max-steps", "1", "--critic-steps", "1", "--preview-every", "100",
+            "--quiet"]
+    assert cli_run([*args, "--run", str(tmp_path / "focus"), "--lambda-cond-changed", "20"]) == 0
+    assert json.loads((tmp_path / "focus" / "config.json").read_text())["train"]["lambda_cond_changed"] == 20
+    assert "g_cond_changed" in read_metrics(tmp_path / "focus")[0]
+    capsys.readouterr()
+    assert cli_run([*args, "--run", str(tmp_path / "bad"), "--lambda-cond-changed", "-1"]) == 1
+    err = capsys.readouterr().err
+    assert "lambda" in err and "Traceback" not in err

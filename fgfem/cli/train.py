@@ -35,6 +35,9 @@ def train(
     lambda_idt: float | None = typer.Option(None, "--lambda-idt", help="Identity L1 |G(x,0)-x| (default 30)."),
     lambda_cyc: float | None = typer.Option(None, "--lambda-cyc", help="Cycle L1 |G(G(x,r),-r)-x| (default 30)."),
     lambda_tv: float | None = typer.Option(None, "--lambda-tv", help="Total variation (default 1e-5)."),
+    lambda_cond_changed: float | None = typer.Option(None, "--lambda-cond-changed", help="Generator AU condition "
+                                                     "weighted by how far each AU is asked to move (default 0, "
+                                                     "off)."),
     lambda_pair: float | None = typer.Option(None, "--lambda-pair",
                                              help="L1 on same-person expression pairs (default 0, off)."),
     pair_pattern: str | None = typer.Option(None, "--pair-pattern",
@@ -89,7 +92,8 @@ def train(
         "lr": lr, "epochs": epochs, "decay_epochs": decay_epochs,
         "critic_steps": critic_steps, "max_steps": max_steps, "lambda_d_cond": lambda_d_cond,
         "lambda_gp": lambda_gp, "lambda_g_cond": lambda_g_cond, "lambda_idt": lambda_idt,
-        "lambda_cyc": lambda_cyc, "lambda_tv": lambda_tv, "lambda_pair": lambda_pair,
+        "lambda_cyc": lambda_cyc, "lambda_tv": lambda_tv,
+        "lambda_cond_changed": lambda_cond_changed, "lambda_pair": lambda_pair,
         "pair_pattern": pair_pattern, "pair_batch": pair_batch, "lambda_flow": lambda_flow,
         "lambda_warp_au": lambda_warp_au, "single_au_targets": single_au_targets,
         "single_au_change": single_au_change,

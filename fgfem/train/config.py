@@ -57,6 +57,9 @@ class TrainConfig:
     lambda_idt: float = 30.0
     lambda_cyc: float = 30.0
     lambda_tv: float = 1e-5
+    # The generator's AU condition again, weighted towards the AUs each target moves (losses.changed_au_error;
+    # not in the paper). Off at 0.
+    lambda_cond_changed: float = 0.0
     # Supervised expression pairs (fgfem/train/pairs.py; not in the paper): L1 between G(source, rel) and
     # the same person's photo with the target expression. Off at 0.
     lambda_pair: float = 0.0

@@ -160,7 +160,8 @@ def _run(data_dir: Path, run_dir: Path, cfg: TrainConfig, choice: DeviceChoice, 
     critic_loss = CriticLoss(lambda_cond=cfg.lambda_d_cond, regularizer=cfg.regularizer, lambda_gp=cfg.lambda_gp,
                              r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every)
     generator_loss = GeneratorLoss(lambda_cond=cfg.lambda_g_cond, lambda_idt=cfg.lambda_idt,
-                                   lambda_cyc=cfg.lambda_cyc, lambda_tv=cfg.lambda_tv)
+                                   lambda_cyc=cfg.lambda_cyc, lambda_tv=cfg.lambda_tv,
+                                   lambda_cond_changed=cfg.lambda_cond_changed)
 
     # Where we stand.
     step, images_seen = 0, 0
