@@ -26,6 +26,11 @@ AU_OPTION = typer.Option(
 TARGET_OPTION = typer.Option(
     None, "--target", "-t", help="Copy the expression of the face in this image (expression transfer).",
 )
+EXPRESSION_OPTION = typer.Option(
+    None, "--expression", "-e",
+    help="Emotion preset measured on real posed faces: happy, sad, surprise, anger, disgust, fear (=WEIGHT scales "
+         "it, e.g. happy=0.8) or neutral; with --au, the --au value wins for its AU. Repeatable.",
+)
 WEIGHTS_OPTION = typer.Option(None, "--weights", "-w", help="Model file (.safetensors); default: the shipped model.")
 DEVICE_OPTION = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 BACKEND_OPTION = typer.Option("auto", "--backend", help="Face landmark backend: auto, dlib or fan.")
@@ -59,6 +64,7 @@ def edit(
     ),
     au: list[str] | None = AU_OPTION,
     target: Path | None = TARGET_OPTION,
+    expression: list[str] | None = EXPRESSION_OPTION,
     intensity: float = typer.Option(1.0, "--intensity", "-i", help="Scale the change (0 = unchanged, 1 = as asked)."),
     face: str = FACE_OPTION,
     crop: bool = typer.Option(False, "--crop", help="Also save the edited aligned face crop(s) as OUT_crop.png."),
@@ -74,14 +80,16 @@ def edit(
     Examples:
       [bold]fgfem edit face.jpg --au 12=+1.0 --au 4=-0.5 -o smile.jpg[/]
       [bold]fgfem edit face.jpg --target other.jpg --compare -o transfer.jpg[/]
+      [bold]fgfem edit face.jpg --expression happy=0.8 --au 9=+0 -o happy.jpg[/]
       [bold]fgfem edit photos/ --au 12=+1.5 --face all -o edited/[/]
     """
-    from fgfem.aus import format_edits, parse_au_specs
-    from fgfem.editor import check_mode, check_one_source, edit_file, load_target
+    from fgfem.aus import format_edits
+    from fgfem.editor import check_mode, edit_file, load_target
     from fgfem.media import describe_path, iter_image_files, output_path_for
+    from fgfem.presets import check_edit_sources, edits_from_options
 
-    check_one_source(au, target=target)
-    edits = parse_au_specs(au) if au else None
+    check_edit_sources(au, expression, target)
+    edits = edits_from_options(au, expression)
     check_mode(mode)
     check_intensity(intensity)
     files = iter_image_files(source)

@@ -11,6 +11,7 @@ from fgfem.cli.edit import (
     AU_OPTION,
     BACKEND_OPTION,
     DEVICE_OPTION,
+    EXPRESSION_OPTION,
     FACE_OPTION,
     FORCE_OPTION,
     MODE_OPTION,
@@ -27,6 +28,7 @@ def interpolate(
     out: Path = typer.Option(..., "--out", "-o", help="anim.gif, anim.mp4, or strip.png (labelled cells)."),
     au: list[str] | None = AU_OPTION,
     target: Path | None = TARGET_OPTION,
+    expression: list[str] | None = EXPRESSION_OPTION,
     steps: str | None = typer.Option(
         None, "--steps", "-s",
         help="Intensities, comma-separated. Default 0,0.5,0.75,1,1.25; with --grid, AU changes 0,1,2,3,4.",
@@ -50,6 +52,7 @@ def interpolate(
     Examples:
       [bold]fgfem interpolate face.jpg --target t.jpg --steps 0,0.5,0.75,1,1.25 -o anim.gif[/]
       [bold]fgfem interpolate face.jpg --au 12=+2 --frames 24 --boomerang -o smile.mp4[/]
+      [bold]fgfem interpolate face.jpg --expression surprise --frames 12 -o surprise.gif[/]
       [bold]fgfem interpolate face.jpg --au 12=+2 -o strip.png[/]
       [bold]fgfem interpolate face.jpg --grid -o grid.png[/]
     """
@@ -62,16 +65,16 @@ def interpolate(
         parse_steps,
         save_animation,
     )
-    from fgfem.aus import au_index, parse_au_specs
-    from fgfem.editor import check_mode, check_one_source, load_target
+    from fgfem.aus import au_index
+    from fgfem.editor import check_mode, load_target
     from fgfem.media import check_writable, describe_path, load_image, save_image
 
     check_mode(mode)
     if not 16 <= size <= 2048:
         raise FgfemError(f"--size {size} must be between 16 and 2048 pixels")
     if grid:
-        if au or target:
-            raise FgfemError("--grid draws its own rows of AUs (--grid-aus); leave out --au and --target")
+        if au or target or expression:
+            raise FgfemError("--grid draws its own rows of AUs (--grid-aus); leave out --au, --expression and --target")
         if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
             raise FgfemError(f"--grid writes a picture: name the output .png (got {out.name})")
         rows = [part.strip() for part in grid_aus.split(",") if part.strip()]
@@ -86,8 +89,10 @@ def interpolate(
         save_image(None, picture, out, force=force)
         console.print(f"[green]wrote[/] {describe_path(out)} ({len(rows)} AUs x {len(columns)} changes)")
         return
-    check_one_source(au, target=target)
-    edits = parse_au_specs(au) if au else None
+    from fgfem.presets import check_edit_sources, edits_from_options
+
+    check_edit_sources(au, expression, target)
+    edits = edits_from_options(au, expression)
     schedule = intensity_schedule(parse_steps(steps) if steps else DEFAULT_STEPS, frames=frames, boomerang=boomerang)
     check_writable(out, force=force)
     editor = load_editor(weights, device, backend)
