@@ -73,13 +73,42 @@ def resolve_device(spec: str = "auto", *, bf16: bool | None = None) -> DeviceCho
     return DeviceChoice(device=device, autocast_dtype=torch.bfloat16 if bf16 else None)
 
 
-def cpu_has_bf16() -> bool:
+# The CPU flags that decide the plan or explain a benchmark figure, in the order printed.
+PERF_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+              "amx_int8", "asimd", "sve", "bf16")
+
+
+def _cpuinfo() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as handle:
+        return handle.read()
+    return ""
+
+
+def cpu_flags() -> set[str]:
+    """Every flag of the first CPU in /proc/cpuinfo (x86 ``flags``, Arm ``Features``); empty elsewhere."""
+    for line in _cpuinfo().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in {"flags", "Features"}:
+            return set(value.split())
+    return set()
+
+
+def cpu_has_bf16(flags: set[str] | None = None) -> bool:
     """True where the CPU advertises native bf16 (AVX512-BF16 or AMX): bf16 autocast pays there."""
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = handle.read()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    return False
+    flags = cpu_flags() if flags is None else flags
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def describe_cpu() -> str:
+    """CPU model, core count and the flags that matter for speed, in one line (benchmarks print it)."""
+    import platform
+
+    model = next((line.partition(":")[2].strip() for line in _cpuinfo().splitlines()
+                  if line.startswith("model name")), "") or platform.processor() or platform.machine()
+    flags = cpu_flags()
+    shown = " ".join(flag for flag in PERF_FLAGS if flag in flags) or "none of " + "/".join(PERF_FLAGS[:6])
+    return (f"{model}, {os.cpu_count()} cores, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+            f"flags: {shown}")
 
 
 def thread_count() -> int:

@@ -107,12 +107,13 @@ class Editor:
         backend: FaceBackend | str = "auto",
         max_batch: int = 32,
         weights_info: Any = None,
+        precision: str = "auto",
     ) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.generator = generator.to(self.device.device).eval()
         # The path `fgfem info` reports: on CUDA cuDNN autotuning, channels_last, bf16 and CUDA
         # graphs (measured 11-26x the one-face eager baseline on an H200); on CPU plain fp32.
-        self.plan = choose_plan(self.device)
+        self.plan = choose_plan(self.device, precision=precision)
         self._fast = FastGenerator(self.generator, self.plan)
         # A residual generator returns its input bit for bit for a zero edit (``au_weighted_change``
         # and ``warp_change`` are exactly zero), so G(x, 0) costs no forward pass: half the work of a
@@ -126,7 +127,8 @@ class Editor:
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_weights(
-        cls, path: str | Path | None = None, device: str = "auto", backend: str = "auto", **kwargs: Any
+        cls, path: str | Path | None = None, device: str = "auto", backend: str = "auto", precision: str = "auto",
+        **kwargs: Any,
     ) -> Editor:
         """Load the generator from a safetensors file (default: the shipped weights)."""
         from fgfem.paths import find_default_weights
@@ -145,7 +147,7 @@ class Editor:
         choice = resolve_device(device)
         generator, info = load_generator(path, choice.device)
         return cls(generator, image_size=info.cfg.image_size, device=choice, backend=backend,
-                   weights_info=info, **kwargs)
+                   weights_info=info, precision=precision, **kwargs)
 
     @property
     def backend(self) -> FaceBackend:

@@ -7,45 +7,37 @@ Two halves, kept apart so that the decision can be tested without the hardware:
 - ``FastGenerator`` applies a plan to a loaded ``Generator`` (conversions once, then
   ``torch.inference_mode``, autocast, optional ``torch.compile`` and CUDA graphs).
 
-What was measured (``benchmarks/bench_generator.py``, 2-core AMD EPYC, AVX2, no
-AVX512/AMX, torch 2.14 CPU, CPU time per image with 1 thread so that the neighbours'
-load does not decide; ``paper`` preset, 128 px):
+Why the plan is what it is (the figures, per machine, are in ``benchmarks/README.md``):
 
-- oneDNN already runs every convolution, transposed ones included, at 45-80 GFLOP/s per
-  core (the generator is ~45 GFLOP per image), so there is little left to win per layer;
-  the non-oneDNN paths are 1.1-8x slower.
-- channels_last on CPU: 1.2-1.3x *slower* (the InstanceNorms and concatenations pay for
-  it), only the final 64->3 7x7 convolution gains. Off.
-- bf16 autocast on this CPU (no native bf16): not exact, and slower (below). Off unless
-  asked for; CPUs with AVX512-BF16/AMX are unmeasured, so it stays off there too.
-- batching: 8 faces per forward cost 0-20 % less CPU time per face than one at a time for
-  ``paper`` and ~3-4x less for ``lite`` (its layers are too small for one face);
-  ``fgfem edit``/``render`` already batch, ``FastGenerator`` keeps whatever batch it gets.
-- bf16 autocast here: 10-100x slower, PSNR 44-47 dB against fp32.
-- ``torch.compile`` (inductor with weight freezing): ~1.15x on ``lite`` after a compile of
-  minutes on 2 cores, so it is opt-in (``FGFEM_COMPILE=1`` or ``compile=True``).
-- rewrites that are exact in real arithmetic (transposed 4x4 convs as four 2x2 sub-pixel
-  convs; dropping the constant AU channels from convolutions) measured no faster, so
-  the module is used as it is.
-
-CUDA, measured on an H200 (``bench_generator.py --device cuda``, 64 faces, torch 2.11):
-one face per forward runs at ~170-210 img/s whatever the precision, because launching
-the kernels costs more than running them; batching 8 faces gives ~7-8x, and replaying
-the batch as a CUDA graph another 1.6x (``paper``) to 3.6x (``lite``) on top of eager
-bf16. So the automatic CUDA plan is cuDNN autotuning, channels_last, bf16 autocast where
-native (PSNR 44 dB ``paper`` / 65 dB ``lite`` against fp32; it wins at batch 32, ~1.4x
-for ``paper``) and CUDA graphs for batches of 8 (``FGFEM_CUDA_GRAPHS=0`` turns them off).
-``torch.compile`` measured the same as the graphs (``paper``, batch 8: 2,300 vs 2,256
-img/s) after a 17 s first call, so it stays opt-in (``FGFEM_COMPILE=1``). MPS: plain fp32.
+- Precision (``--precision auto|fp32|bf16``). bf16 autocast pays only where the hardware
+  runs it: on CPUs with AVX512-BF16 or AMX and on CUDA it measured ~2x fp32 for the
+  generator, on CPUs without them it is emulated and 10-100x slower. It also rounds: so
+  ``auto`` takes bf16 only where it is native *and* the loaded model, run on a fixed probe,
+  keeps >= ``BF16_MIN_PSNR`` dB PSNR against its own fp32 output (``check_bf16``). The check
+  runs once per model file, torch version and device, and is cached beside the compile
+  cache (``precision_cache_dir``), so later runs pay only for hashing the weights.
+- CPU, fp32: oneDNN already runs every convolution near the cores' speed; channels_last
+  measured slower (the InstanceNorms and concatenations pay for it), as did rewrites that
+  are exact in real arithmetic. Batching helps ``lite`` (layers too small for one face).
+- ``torch.compile`` (inductor with weight freezing) gained little after a compile of
+  minutes: opt-in (``FGFEM_COMPILE=1`` or ``compile=True``).
+- CUDA: one face per forward is launch-bound, so the plan is cuDNN autotuning,
+  channels_last, bf16 where native and checked, and CUDA graphs for batches of 8
+  (``FGFEM_CUDA_GRAPHS=0`` turns them off). MPS: plain fp32.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import hashlib
 import importlib.util
+import json
+import math
 import os
 import shutil
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +47,7 @@ import torch
 from torch import nn
 
 from fgfem.devices import DeviceChoice, cpu_has_bf16
+from fgfem.errors import FgfemError
 from fgfem.nets.generator import check_generator_inputs
 
 COMPILE_ENV = "FGFEM_COMPILE"
@@ -62,8 +55,19 @@ CUDA_GRAPHS_ENV = "FGFEM_CUDA_GRAPHS"
 # Where inductor keeps its compiled kernels, unless TORCHINDUCTOR_CACHE_DIR says otherwise:
 # a second run then reuses them instead of compiling for minutes again.
 COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+# Where the bf16 checks are kept (a folder; "off" neither reads nor writes them).
+PRECISION_CACHE_ENV = "FGFEM_PRECISION_CACHE"
 # Batch that CUDA graphs are captured for; smaller batches are padded up to it.
 GRAPH_BATCH = 8
+
+PRECISIONS = ("auto", "fp32", "bf16")
+# bf16 output of the model against its fp32 output on the probe, images in [-1, 1] (peak-to-peak 2).
+# 40 dB is a mean error of ~1/100 of the range, ~1.3 grey levels of 255: below what the eye sees.
+BF16_MIN_PSNR = 40.0
+# Bump when the probe or the measurement changes: older cached checks are then not reused.
+PROBE_VERSION = 1
+PROBE_FACES = 2
+PROBE_SEED = 20_200_821
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,12 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class InferencePlan:
-    """How ``FastGenerator`` runs the generator; ``reason`` says why, in one line."""
+    """How ``FastGenerator`` runs the generator; ``reason`` says why, in one line.
+
+    ``check_precision``: bf16 was chosen automatically, so ``FastGenerator`` keeps it only if
+    the model passes ``check_bf16`` (and falls back to fp32 otherwise). The first ``"; "``
+    part of ``reason`` is always the precision and why.
+    """
 
     device: torch.device
     channels_last: bool
@@ -90,6 +99,12 @@ class InferencePlan:
     reason: str
     cudnn_benchmark: bool = False
     graph_batch: int = GRAPH_BATCH
+    check_precision: bool = False
+
+    @property
+    def precision(self) -> str:
+        """``bf16`` or ``fp32``: what the generator runs in (once settled by ``FastGenerator``)."""
+        return "bf16" if self.autocast == torch.bfloat16 else "fp32"
 
 
 def _env_flag(name: str) -> bool | None:
@@ -99,6 +114,15 @@ def _env_flag(name: str) -> bool | None:
     if value in {"0", "false", "no", "off"}:
         return False
     return None
+
+
+def check_precision_name(precision: str) -> str:
+    """``auto``, ``fp32`` or ``bf16`` (any case), or a one-line error naming the choices."""
+    value = (precision or "auto").strip().lower()
+    if value not in PRECISIONS:
+        raise FgfemError(f"--precision {precision!r}: choose auto (bf16 where the hardware runs it natively and "
+                         f"the model keeps >= {BF16_MIN_PSNR:g} dB against fp32), fp32 or bf16")
+    return value
 
 
 def probe_capabilities(device: torch.device) -> Capabilities:
@@ -112,6 +136,19 @@ def probe_capabilities(device: torch.device) -> Capabilities:
     return Capabilities(native_bf16=False, compiler=False)
 
 
+def _precision_note(use_bf16: bool, asked: bool, native: bool, cpu: bool) -> str:
+    """The first part of a plan's reason: the precision, and why."""
+    if not use_bf16:
+        if asked:
+            return "fp32 (asked for)"
+        return "fp32 (no native bf16 here: bf16 autocast would be emulated and slower)" if cpu else "fp32"
+    if not asked:
+        hardware = "AVX512-BF16/AMX" if cpu else "CUDA"
+        return (f"bf16 autocast (native {hardware}) if the model keeps >= {BF16_MIN_PSNR:g} dB PSNR "
+                "against fp32, else fp32")
+    return "bf16 autocast (asked for" + ("" if native else ", slower without native bf16") + ")"
+
+
 def select_plan(
     device: torch.device,
     caps: Capabilities,
@@ -122,37 +159,37 @@ def select_plan(
 ) -> InferencePlan:
     """The decision itself: a pure function of device type, capabilities and flags.
 
-    ``bf16=None`` and ``cuda_graphs=None`` mean "where it is a measured win": native bf16
-    and CUDA graphs on CUDA only (graphs not on top of ``torch.compile``, which was
-    measured no faster than them and is not tested inside a captured graph).
+    ``bf16=None`` ("auto") takes bf16 where it is native, pending the model's PSNR check
+    (``check_precision``); ``True``/``False`` are honoured as asked, unchecked.
+    ``cuda_graphs=None`` means CUDA graphs on CUDA only, not on top of ``torch.compile``
+    (measured no faster than them and not tested inside a captured graph).
     """
+    asked = bf16 is not None
+    use_bf16 = caps.native_bf16 if bf16 is None else bool(bf16)
+    autocast = torch.bfloat16 if use_bf16 else None
+    check = use_bf16 and not asked
     notes: list[str] = []
     if device.type == "cuda":
-        use_bf16 = caps.native_bf16 if bf16 is None else bf16
-        notes.append("cuDNN autotune, channels_last, " + ("bf16 autocast" if use_bf16 else "fp32"))
+        notes += [_precision_note(use_bf16, asked, caps.native_bf16, cpu=False), "cuDNN autotune, channels_last"]
         use_compile = compile and caps.compiler
         if compile and not caps.compiler:
             notes.append("torch.compile asked for but triton is missing: eager")
         use_graphs = (not use_compile) if cuda_graphs is None else cuda_graphs
         if use_graphs:
             notes.append(f"CUDA graphs for batches of {GRAPH_BATCH}")
-        return InferencePlan(device=device, channels_last=True, autocast=torch.bfloat16 if use_bf16 else None,
-                             compile=use_compile, cuda_graphs=use_graphs, cudnn_benchmark=True,
-                             reason=_join(notes, use_compile))
+        return InferencePlan(device=device, channels_last=True, autocast=autocast, compile=use_compile,
+                             cuda_graphs=use_graphs, cudnn_benchmark=True, reason=_join(notes, use_compile),
+                             check_precision=check)
     if device.type == "cpu":
-        use_bf16 = bool(bf16)
-        if use_bf16:
-            notes.append("bf16 autocast (asked for" + ("" if caps.native_bf16 else "; slower without native bf16")
-                         + ")")
-        else:
-            notes.append("fp32 NCHW oneDNN, inference_mode (bf16 and channels_last measured slower)")
-        notes.append("CPU layer rewrites: per-face AU kernels, tiny maps as GEMM")
+        notes += [_precision_note(use_bf16, asked, caps.native_bf16, cpu=True),
+                  "NCHW oneDNN, inference_mode (channels_last measured slower)",
+                  "CPU layer rewrites: per-face AU kernels, tiny maps as GEMM"]
         use_compile = compile and caps.compiler
         if compile and not caps.compiler:
             notes.append("torch.compile asked for but no C++ compiler: eager")
-        return InferencePlan(device=device, channels_last=False, autocast=torch.bfloat16 if use_bf16 else None,
-                             compile=use_compile, cuda_graphs=False, reason=_join(notes, use_compile))
-    notes.append(f"{device.type}: plain fp32, inference_mode")
+        return InferencePlan(device=device, channels_last=False, autocast=autocast, compile=use_compile,
+                             cuda_graphs=False, reason=_join(notes, use_compile), check_precision=check)
+    notes.append(f"fp32 ({device.type}: plain fp32, inference_mode)")
     if bf16:
         notes.append("bf16 ignored")
     return InferencePlan(device=device, channels_last=False, autocast=None, compile=False, cuda_graphs=False,
@@ -164,25 +201,178 @@ def _join(notes: list[str], compiled: bool) -> str:
     return "; ".join(notes)
 
 
-def choose_plan(choice: DeviceChoice, *, compile: bool | None = None, bf16: bool | None = None) -> InferencePlan:
+def choose_plan(
+    choice: DeviceChoice, *, compile: bool | None = None, bf16: bool | None = None, precision: str = "auto",
+) -> InferencePlan:
     """The plan for ``choice`` on this machine.
 
-    ``compile=None`` reads ``FGFEM_COMPILE``; ``bf16=None`` follows ``choice.autocast_dtype``
-    (which ``resolve_device`` sets only where bf16 is native on CUDA, or when asked).
-    CUDA graphs are on by default on CUDA; ``FGFEM_CUDA_GRAPHS=0`` switches them off.
+    ``precision`` (``--precision``): ``fp32`` and ``bf16`` are honoured as asked; ``auto`` is
+    bf16 where native, kept only if the model passes its check. ``bf16=True/False`` is the
+    older spelling of ``bf16``/``fp32`` and wins over ``auto``. A CPU ``choice`` that already
+    carries bf16 autocast asked for it; on CUDA ``resolve_device`` sets it wherever bf16 is
+    native, which is what ``auto`` does anyway (checked). ``compile=None`` reads
+    ``FGFEM_COMPILE``. CUDA graphs are on by default on CUDA; ``FGFEM_CUDA_GRAPHS=0`` switches
+    them off.
     """
+    precision = check_precision_name(precision)
     if compile is None:
         compile = bool(_env_flag(COMPILE_ENV))
-    if bf16 is None and choice.autocast_dtype is not None:
+    if precision != "auto":
+        bf16 = precision == "bf16"
+    elif bf16 is None and choice.autocast_dtype is not None and choice.device.type != "cuda":
         bf16 = True
     graphs = _env_flag(CUDA_GRAPHS_ENV) if choice.device.type == "cuda" else False
     return select_plan(choice.device, probe_capabilities(choice.device), compile=compile, bf16=bf16,
                        cuda_graphs=graphs)
 
 
-def describe_fast_path(choice: DeviceChoice) -> str:
-    """One line for ``fgfem info``: the inference path that ``choice`` gets here."""
-    return choose_plan(choice).reason
+def describe_fast_path(choice: DeviceChoice, precision: str = "auto") -> str:
+    """One line for ``fgfem info``: the inference path that ``choice`` gets here (before any model check)."""
+    return choose_plan(choice, precision=precision).reason
+
+
+# ---------------------------------------------------------------------------------------------- bf16 check
+
+
+@dataclass(frozen=True)
+class PrecisionCheck:
+    """bf16 against fp32 for one model on the fixed probe: ``psnr`` in dB, ``cached`` if read back."""
+
+    psnr: float
+    cached: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return self.psnr >= BF16_MIN_PSNR  # False for NaN too
+
+    def describe(self) -> str:
+        """Why the plan settled as it did, in words (no "; ": it is one part of a plan's reason)."""
+        where = "cached check" if self.cached else "checked now"
+        if self.passed:
+            return (f"native, and this model keeps {self.psnr:.1f} dB >= {BF16_MIN_PSNR:g} dB PSNR against fp32 "
+                    f"on the probe ({where})")
+        return (f"under bf16 this model keeps only {self.psnr:.1f} dB < {BF16_MIN_PSNR:g} dB PSNR against fp32 "
+                f"on the probe ({where})")
+
+
+def fgfem_cache_dir() -> Path:
+    """fgfem's cache folder: ``$XDG_CACHE_HOME/fgfem``, else ~/.cache/fgfem."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fgfem"
+
+
+def precision_cache_dir() -> Path | None:
+    """Where bf16 checks are kept (``FGFEM_PRECISION_CACHE``, else beside the compile cache); None if off."""
+    configured = os.environ.get(PRECISION_CACHE_ENV, "").strip()
+    if configured.lower() in {"0", "off", "no", "false"}:
+        return None
+    return Path(configured) if configured else fgfem_cache_dir() / "precision"
+
+
+def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR of images in [-1, 1] (peak-to-peak 2); -inf where either holds NaN or infinity."""
+    mse = torch.mean((a.double() - b.double()) ** 2).item()
+    if not math.isfinite(mse):
+        return -math.inf
+    return math.inf if mse == 0 else 10 * math.log10(4.0 / mse)
+
+
+def probe_inputs(image_size: int, num_aus: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed probe: smooth seeded images with fine noise and moderate relative AUs (+-1 of 0-5).
+
+    Smooth areas and edges, like faces, at the model's own size; seeded on a private generator
+    so that every run, machine and test sees the same probe and the global seed is untouched.
+    """
+    rng = torch.Generator().manual_seed(PROBE_SEED)
+    coarse = torch.rand(PROBE_FACES, 3, max(1, image_size // 8), max(1, image_size // 8), generator=rng)
+    x = torch.nn.functional.interpolate(coarse * 1.6 - 0.8, size=(image_size, image_size), mode="bilinear",
+                                        align_corners=False)
+    x = (x + 0.05 * torch.randn(x.shape, generator=rng)).clamp(-1, 1)
+    rel = (torch.rand(PROBE_FACES, num_aus, generator=rng) - 0.5) * 0.4
+    return x, rel
+
+
+def measure_bf16_psnr(module: nn.Module, device: torch.device, *, channels_last: bool = False) -> float:
+    """PSNR (dB) of ``module`` under bf16 autocast against its own fp32 output, on the probe."""
+    cfg = module.cfg
+    x, rel = probe_inputs(int(cfg.image_size), int(cfg.num_aus))
+    x = x.to(device).contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    rel = rel.to(device)
+    with torch.inference_mode():
+        reference = module(x, rel).float()
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            low = module(x, rel).float()
+    return psnr_db(low, reference)
+
+
+def _device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda {torch.cuda.get_device_name(device)}"
+    if device.type == "cpu":
+        return f"cpu {torch.backends.cpu.get_cpu_capability()}"
+    return device.type
+
+
+def model_fingerprint(module: nn.Module) -> str:
+    """SHA-256 of the model's config and every tensor's bytes: one per weights file, whatever its name."""
+    digest = hashlib.sha256(repr(getattr(module, "cfg", type(module).__name__)).encode())
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name} {tuple(tensor.shape)} {tensor.dtype}".encode())
+        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def precision_cache_key(module: nn.Module, device: torch.device) -> str:
+    """The model, the torch build and the device kind: bf16 rounding depends on all three."""
+    text = f"{model_fingerprint(module)} torch {torch.__version__} {_device_label(device)} probe {PROBE_VERSION}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _read_cached_psnr(folder: Path | None, key: str) -> float | None:
+    if folder is None:
+        return None
+    try:
+        value = json.loads((folder / f"{key}.json").read_text(encoding="utf-8"))["psnr_db"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent or damaged: measure again
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _write_cached_psnr(folder: Path | None, key: str, psnr: float, device: torch.device, seconds: float) -> None:
+    if folder is None:
+        return
+    from fgfem.atomic import write_text
+
+    record = {"psnr_db": psnr, "min_psnr_db": BF16_MIN_PSNR, "torch": torch.__version__,
+              "device": _device_label(device), "probe_version": PROBE_VERSION, "seconds": round(seconds, 3)}
+    with contextlib.suppress(OSError):  # a read-only home must not stop an edit
+        write_text(folder / f"{key}.json", json.dumps(record) + "\n")
+
+
+def check_bf16(module: nn.Module, device: torch.device, *, channels_last: bool = False,
+               cache_dir: Path | None | str = "default") -> PrecisionCheck:
+    """The bf16 check for ``module`` on ``device``: read from the cache, else measured once and stored.
+
+    ``cache_dir="default"`` is ``precision_cache_dir()``; ``None`` measures without the cache.
+    """
+    folder = precision_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
+    key = precision_cache_key(module, device)
+    cached = _read_cached_psnr(folder, key)
+    if cached is not None:
+        return PrecisionCheck(psnr=cached, cached=True)
+    started = time.perf_counter()
+    value = measure_bf16_psnr(module, device, channels_last=channels_last)
+    _write_cached_psnr(folder, key, value, device, time.perf_counter() - started)
+    return PrecisionCheck(psnr=value, cached=False)
+
+
+def settle_precision(plan: InferencePlan, check: PrecisionCheck) -> InferencePlan:
+    """The plan once the model's check is known: bf16 kept if it passed, fp32 otherwise; reason says which."""
+    rest = plan.reason.split("; ", 1)[1:]
+    if check.passed:
+        note = f"bf16 autocast: {check.describe()}"
+        return dataclasses.replace(plan, check_precision=False, reason="; ".join([note, *rest]))
+    note = f"fp32: {check.describe()}"
+    return dataclasses.replace(plan, autocast=None, check_precision=False, reason="; ".join([note, *rest]))
 
 
 def compile_cache_dir() -> Path:
@@ -190,8 +380,7 @@ def compile_cache_dir() -> Path:
     configured = os.environ.get(COMPILE_CACHE_ENV)
     if configured:
         return Path(configured)
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "fgfem" / "inductor"
+    return fgfem_cache_dir() / "inductor"
 
 
 def _default_compile(module: nn.Module) -> Callable[..., torch.Tensor]:
@@ -253,7 +442,9 @@ class FastGenerator:
 
     The generator passed in is never modified: where the plan needs another device or
     memory format, a converted copy is kept. ``compile_fn`` replaces ``torch.compile``
-    (tests use it to exercise the fallback).
+    (tests use it to exercise the fallback). A plan with ``check_precision`` is settled here,
+    on the loaded model (``check_bf16``): ``self.plan`` is then the plan that really runs and
+    ``self.precision_check`` the check behind it.
     """
 
     def __init__(
@@ -272,6 +463,10 @@ class FastGenerator:
             if plan.channels_last:
                 module = module.to(memory_format=torch.channels_last)
         self.module = module
+        self.precision_check: PrecisionCheck | None = None
+        if plan.check_precision:
+            self.precision_check = check_bf16(module, plan.device, channels_last=plan.channels_last)
+            self.plan = plan = settle_precision(plan, self.precision_check)
         if plan.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
         self._compiled: Callable[..., torch.Tensor] | None = None

@@ -14,6 +14,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fgfem.cli.app import app, console, err_console
+from fgfem.cli.options import PRECISION_OPTION
 from fgfem.errors import FgfemError
 
 if TYPE_CHECKING:
@@ -48,12 +49,14 @@ def check_intensity(value: float) -> float:
     return value
 
 
-def load_editor(weights: Path | None, device: str, backend: str) -> Editor:
+def load_editor(weights: Path | None, device: str, backend: str, precision: str = "auto") -> Editor:
     """Load the model once, with a status line (it is the slow part of a single edit)."""
+    from fgfem.cli.options import check_precision
     from fgfem.editor import Editor
 
+    precision = check_precision(precision)
     with console.status("loading the model"):
-        return Editor.from_weights(weights, device=device, backend=backend)
+        return Editor.from_weights(weights, device=device, backend=backend, precision=precision)
 
 
 @app.command()
@@ -72,6 +75,7 @@ def edit(
     mode: str = MODE_OPTION,
     weights: Path | None = WEIGHTS_OPTION,
     device: str = DEVICE_OPTION,
+    precision: str = PRECISION_OPTION,
     backend: str = BACKEND_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
@@ -96,7 +100,7 @@ def edit(
     if not files:
         raise FgfemError(f"{describe_path(source)} holds no images to edit")
     batch = source.is_dir()
-    editor = load_editor(weights, device, backend)
+    editor = load_editor(weights, device, backend, precision)
     spec = edits if edits is not None else load_target(editor, target)
     what = format_edits(edits) if edits else f"expression of {describe_path(target.name)}"
     if not batch:

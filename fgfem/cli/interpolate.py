@@ -19,6 +19,7 @@ from fgfem.cli.edit import (
     WEIGHTS_OPTION,
     load_editor,
 )
+from fgfem.cli.options import PRECISION_OPTION
 from fgfem.errors import FgfemError
 
 
@@ -44,6 +45,7 @@ def interpolate(
     mode: str = MODE_OPTION,
     weights: Path | None = WEIGHTS_OPTION,
     device: str = DEVICE_OPTION,
+    precision: str = PRECISION_OPTION,
     backend: str = BACKEND_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
@@ -82,7 +84,7 @@ def interpolate(
             au_index(row)
         columns = parse_steps(steps) if steps else list(DEFAULT_GRID_STEPS)
         check_writable(out, force=force)
-        editor = load_editor(weights, device, backend)
+        editor = load_editor(weights, device, backend, precision)
         with console.status("rendering the grid"):
             picture = expression_grid(editor, load_image(source).rgb, rows, columns, face=face, mode=mode,
                                       full=full, size=size)
@@ -95,7 +97,7 @@ def interpolate(
     edits = edits_from_options(au, expression)
     schedule = intensity_schedule(parse_steps(steps) if steps else DEFAULT_STEPS, frames=frames, boomerang=boomerang)
     check_writable(out, force=force)
-    editor = load_editor(weights, device, backend)
+    editor = load_editor(weights, device, backend, precision)
     spec = edits if edits is not None else load_target(editor, target)
     with console.status(f"rendering {len(schedule)} frames"):
         rendered = interpolation_frames(editor, load_image(source).rgb, spec, schedule, face=face, mode=mode,

@@ -20,6 +20,7 @@ from fgfem.cli.edit import (
     check_intensity,
     load_editor,
 )
+from fgfem.cli.options import PRECISION_OPTION
 from fgfem.errors import FgfemError
 
 
@@ -47,6 +48,7 @@ def render(
     mode: str = MODE_OPTION,
     weights: Path | None = WEIGHTS_OPTION,
     device: str = DEVICE_OPTION,
+    precision: str = PRECISION_OPTION,
     backend: str = BACKEND_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
@@ -82,7 +84,7 @@ def render(
         raise FgfemError(f"--encoder-preset {encoder_preset!r} is not an x264 preset; use one of "
                          f"{', '.join(X264_PRESETS)}")
     check_writable(out, force=force)
-    editor = load_editor(weights, device, backend)
+    editor = load_editor(weights, device, backend, precision)
     config = TrackerConfig(face=face, redetect_every=redetect, smooth=smooth)
     if driver is not None:
         with console.status(f"measuring the expressions in {describe_path(driver.name)}"):
