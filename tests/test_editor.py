@@ -87,7 +87,8 @@ def test_residual_generator_needs_no_reference_pass(group: np.ndarray) -> None:
     torch.manual_seed(0)
     cfg = NetConfig(name="tiny-residual", conv_dim=8, critic_dim=8, residual_output=True, au_film=True,
                     au_warp=True)
-    residual = Editor(Generator(cfg), image_size=128, device="cpu", backend="dlib")
+    # fp32: the comparison below is with the plain module (auto would be bf16 on a native-bf16 CPU).
+    residual = Editor(Generator(cfg), image_size=128, device="cpu", backend="dlib", precision="fp32")
     assert residual.zero_edit_is_identity and not residual.plan.cuda_graphs
     intensities = [0.0, 1.0, 1.25]
     with ForwardCounter(residual.generator) as counter:
