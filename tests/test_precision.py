@@ -294,3 +294,53 @@ def test_info_says_which_precision_and_why(monkeypatch: pytest.MonkeyPatch, caps
     if find_default_weights() is not None:
         assert "fp32: under bf16 this model keeps only 33.0 dB < 40 dB" in out
     assert run(["info", "--precision", "fp16"]) == 1
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def test_training_autocast_follows_native_bf16_unless_asked() -> None:
+    from fgfem.train.config import TrainConfig
+    from fgfem.train.loop import training_device
+
+    auto = TrainConfig(preset="lite", device="cpu")
+    assert training_device(auto, native_cpu_bf16=True).autocast_dtype == torch.bfloat16
+    assert training_device(auto, native_cpu_bf16=False).autocast_dtype is None
+    off = TrainConfig(preset="lite", device="cpu", bf16=False)
+    assert training_device(off, native_cpu_bf16=True).autocast_dtype is None
+    on = TrainConfig(preset="lite", device="cpu", bf16=True)
+    assert training_device(on, native_cpu_bf16=False).autocast_dtype == torch.bfloat16
+
+
+def _train_steps(bf16: bool, steps: int = 2) -> list[dict[str, float]]:
+    """``steps`` training steps of tiny lite networks on a fixed batch (G on step 0)."""
+    from fgfem.train import distributed
+    from fgfem.train.config import TrainConfig
+    from fgfem.train.loop import build_nets, train_step
+    from fgfem.train.losses import CriticLoss, GeneratorLoss
+
+    cfg = TrainConfig(preset="lite", image_size=64, batch=2, conv_dim=4, critic_dim=4, device="cpu", bf16=bf16,
+                      channels_last=False)
+    choice = DeviceChoice(CPU, torch.bfloat16 if bf16 else None)
+    torch.manual_seed(0)
+    nets = build_nets(cfg.net_config(), cfg, CPU, distributed.DistInfo())
+    critic_loss = CriticLoss(lambda_cond=cfg.lambda_d_cond, regularizer=cfg.regularizer, lambda_gp=cfg.lambda_gp,
+                             r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every)
+    generator_loss = GeneratorLoss(lambda_cond=cfg.lambda_g_cond, lambda_idt=cfg.lambda_idt,
+                                   lambda_cyc=cfg.lambda_cyc, lambda_tv=cfg.lambda_tv)
+    data = torch.Generator().manual_seed(1)
+    aus = torch.rand(2, NUM_AUS, generator=data) * 0.4
+    batch = {"x": torch.rand(2, 3, 64, 64, generator=data) * 2 - 1, "a_x": aus, "a_t": aus.roll(1, 0),
+             "rel": aus.roll(1, 0) - aus}
+    return [train_step(nets, batch, step, cfg, critic_loss, generator_loss, CPU, choice.autocast)
+            for step in range(steps)]
+
+
+def test_bf16_training_steps_have_finite_losses_close_to_fp32() -> None:
+    """What the default bf16 training on native CPUs relies on (emulated where not native: tiny nets)."""
+    fp32, bf16 = _train_steps(False), _train_steps(True)
+    assert set(bf16[0]) == set(fp32[0]) and "g_total" in bf16[0]  # step 0 trains G too
+    for terms in bf16:
+        assert all(math.isfinite(value) for value in terms.values())
+    for key, value in fp32[0].items():  # the first step: same weights, same batch, only the rounding differs
+        assert bf16[0][key] == pytest.approx(value, rel=0.1, abs=0.05), key

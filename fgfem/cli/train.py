@@ -66,7 +66,7 @@ def train(
     preview_every: int | None = typer.Option(None, "--preview-every", help="Preview grid every N steps (default 500)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (default 0)."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps (default auto)."),
-    bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default on for CUDA only)."),
+    bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: where native)."),
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC (default on)."),
     workers: int | None = typer.Option(None, "--workers", help="Data loader processes (default 0)."),
     resume: bool = typer.Option(False, "--resume", help=_RESUME_HELP),

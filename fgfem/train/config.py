@@ -94,7 +94,7 @@ class TrainConfig:
     log_every: int = 1
     # Speed.
     device: str = "auto"
-    bf16: bool | None = None  # None: bf16 autocast on CUDA only (on this CPU it measured slower)
+    bf16: bool | None = None  # None: bf16 autocast where native (CUDA, AVX512-BF16/AMX CPUs), else fp32
     channels_last: bool = True
 
     def __post_init__(self) -> None:

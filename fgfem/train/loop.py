@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fgfem.atomic import write_text
-from fgfem.devices import DeviceChoice, resolve_device
+from fgfem.devices import DeviceChoice, cpu_has_bf16, resolve_device
 from fgfem.errors import FgfemError
 from fgfem.nets import Critic, Generator, NetConfig
 from fgfem.train import distributed
@@ -93,7 +93,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig | None 
     elif config is None:
         config = TrainConfig.from_cli(overrides or {})
 
-    choice = resolve_device(config.device, bf16=config.bf16)
+    choice = training_device(config)
     dist_info = distributed.setup(choice.device)
     device = distributed.local_device(choice.device, dist_info)
     choice = DeviceChoice(device=device, autocast_dtype=choice.autocast_dtype)
@@ -105,6 +105,23 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig | None 
                     show_progress=show_progress, export=export, console=console or Console(stderr=True))
     finally:
         distributed.teardown(dist_info)
+
+
+def training_device(config: TrainConfig, *, native_cpu_bf16: bool | None = None) -> DeviceChoice:
+    """The device and the autocast the run trains with.
+
+    ``--bf16/--no-bf16`` are honoured as asked. By default bf16 autocast is on where the
+    hardware runs bf16 natively: CUDA (as ``resolve_device`` decides) and CPUs with
+    AVX512-BF16 or AMX, where ``benchmarks/bench_train.py`` measured the training step faster
+    than fp32 with finite losses (figures in ``benchmarks/README.md``); on other CPUs bf16 is
+    emulated and slower, so they train in fp32. ``native_cpu_bf16`` replaces the CPU probe (tests).
+    """
+    choice = resolve_device(config.device, bf16=config.bf16)
+    if config.bf16 is None and choice.device.type == "cpu":
+        native = cpu_has_bf16() if native_cpu_bf16 is None else native_cpu_bf16
+        if native:
+            choice = DeviceChoice(device=choice.device, autocast_dtype=torch.bfloat16)
+    return choice
 
 
 def prepare_run_dir(run_dir: Path, *, force: bool) -> None:
@@ -307,7 +324,8 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], step: int, cfg: Train
     values = {key: float(value.detach()) for key, value in terms.items()}
     bad = [key for key, value in values.items() if not np.isfinite(value)]
     if bad:
-        raise FgfemError(f"training diverged at step {step}: {', '.join(bad)} not finite; lower --lr or disable --bf16")
+        raise FgfemError(f"training diverged at step {step}: {', '.join(bad)} not finite; "
+                         "lower --lr or train in fp32 (--no-bf16)")
     return values
 
 
