@@ -11,6 +11,7 @@ from fgfem.cli import info as _info  # noqa: F401  (registers `fgfem info`)
 from fgfem.cli import interpolate as _interpolate  # noqa: F401  (registers `fgfem interpolate`)
 from fgfem.cli import prep as _prep  # noqa: F401  (registers `fgfem prep`)
 from fgfem.cli import render as _render  # noqa: F401  (registers `fgfem render`)
+from fgfem.cli import serve as _serve  # noqa: F401  (registers `fgfem serve`)
 from fgfem.cli import train as _train  # noqa: F401  (registers `fgfem train` and `fgfem export`)
 from fgfem.cli import weights as _weights  # noqa: F401  (registers `fgfem weights`)
 from fgfem.cli.app import app, run

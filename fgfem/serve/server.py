@@ -1,0 +1,111 @@
+"""Start the web editor: offline, on the loopback address, with a private scratch folder.
+
+Gradio reads its switches from the environment when it is imported, so ``offline_environment``
+runs first: analytics and its version check off (they phone home), Hugging Face telemetry
+and hub access off, server-side rendering off (it would start a Node process), and its
+upload cache in a private temporary folder that is removed when the server stops.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fgfem.errors import FgfemError
+from fgfem.serve.session import SessionStore, UploadLimits
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from fgfem.editor import Editor
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+OFFLINE_ENV = {
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "GRADIO_SSR_MODE": "False",
+    "GRADIO_MCP_SERVER": "False",
+    "GRADIO_RUN_HISTORY": "False",
+    "GRADIO_SHARE": "False",
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+}
+
+
+@dataclass
+class Running:
+    """A started server: its URL, the Blocks app and the scratch folder (for tests and benchmarks)."""
+
+    url: str
+    app: gr.Blocks
+    scratch: Path
+    store: SessionStore
+
+    def close(self) -> None:
+        self.app.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def offline_environment() -> Path:
+    """Set gradio's switches for offline use and give it a private cache folder; call before importing gradio."""
+    os.environ.update(OFFLINE_ENV)
+    scratch = Path(tempfile.mkdtemp(prefix="fgfem-serve-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(scratch / "gradio")
+    atexit.register(shutil.rmtree, scratch, True)
+    return scratch
+
+
+def is_loopback(host: str) -> bool:
+    return host.strip().lower() in LOOPBACK
+
+
+def example_photos() -> dict[str, Path]:
+    """The repository's example photos (a source checkout has them; a wheel does not)."""
+    from fgfem.media import is_image
+    from fgfem.paths import SOURCE_ROOT
+
+    folder = SOURCE_ROOT / "examples"
+    if not folder.is_dir():
+        return {}
+    return {path.name: path for path in sorted(folder.iterdir()) if path.is_file() and is_image(path)}
+
+
+def start(
+    editor: Editor,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    limits: UploadLimits | None = None,
+    weights: str | None = None,
+) -> Running:
+    """Build the page and serve it in a background thread; ``Running.url`` is where it listens."""
+    scratch = offline_environment()
+    try:
+        import gradio as gr
+    except ImportError:
+        raise FgfemError('fgfem serve needs gradio: pip install "fgfem[app]" (or pip install gradio)') from None
+
+    from fgfem.serve.app import CSS, build_app
+
+    limits = limits or UploadLimits()
+    store = SessionStore()
+    demo = build_app(editor, work_dir=scratch / "out", limits=limits, weights=weights,
+                     examples=example_photos(), store=store)
+    demo.queue(default_concurrency_limit=1, max_size=32)
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                              font_mono=["ui-monospace", "monospace"])  # no web fonts: offline
+    try:
+        demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
+                    quiet=True, show_error=False, max_file_size=limits.max_bytes, ssr_mode=False,
+                    mcp_server=False, pwa=False, enable_monitoring=False, run_history=False, footer_links=[],
+                    theme=theme, css=CSS, strict_cors=True)
+    except OSError as problem:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise FgfemError(f"cannot listen on {host}:{port} ({problem}); pass another --port") from None
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{demo.server_port}/"
+    return Running(url=url, app=demo, scratch=scratch, store=store)
