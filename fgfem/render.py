@@ -226,6 +226,8 @@ class RenderStats:
     edited: int = 0
     detections: int = 0
     seconds: float = 0.0
+    notes: list[str] = dataclasses.field(default_factory=list)
+    """What the output could not keep as it was (odd size padded, audio cut, ...), for the summary line."""
 
     @property
     def fps(self) -> float:
@@ -281,36 +283,43 @@ def render_video(
     on_frame: Callable[[int, int], None] | None = None,
     encoder_preset: str | None = None,
 ) -> RenderStats:
-    """Edit every frame of ``src`` into ``out`` with the same fps and frame count, audio kept.
+    """Edit every frame of ``src`` into ``out``: same frames, each at its own presentation time, audio kept.
 
+    Timing, sample aspect ratio and colour tags come from the source (``probe_video``) and
+    go to the writer, so a variable-rate clip or one whose video starts after its audio
+    stays in sync. SIGTERM ends the render like an error: the partial file is deleted.
     ``spec`` is one edit for all frames or a function of the frame index (``--driver``).
     ``on_frame(done, total)`` reports progress (total is 0 when the container does not say).
     ``encoder_preset`` is x264's speed/size preset (default ``fgfem.video.DEFAULT_X264_PRESET``).
+    ``RenderStats.notes`` says what the output could not keep as it was.
     """
     import time
 
     from fgfem.media import check_writable
-    from fgfem.video import DEFAULT_X264_PRESET, VideoWriter, open_frames, probe_video
+    from fgfem.video import DEFAULT_X264_PRESET, VideoWriter, open_frames, probe_video, terminate_cleanly
 
     check_writable(out, force=force)
-    info = probe_video(src)
-    config = tracker_config or TrackerConfig()
-    config = dataclasses.replace(config, fps=info.fps or config.fps)
-    tracker = FaceTracker(editor.backend, config)
-    spec_for_frame = spec if callable(spec) else (lambda _index: spec)
-    stats = RenderStats()
-    started = time.perf_counter()
-    total = int(info.frame_count or 0)
-    with open_frames(src) as frames, VideoWriter(out, info.fps, info.size, force=force,
-                                                 audio_from=src if keep_audio and info.has_audio else None,
-                                                 preset=encoder_preset or DEFAULT_X264_PRESET) as writer:
-        for frame in edit_frames(editor, frames, spec_for_frame, tracker=tracker, batch=batch, mode=mode,
-                                 intensity=intensity):
-            writer.write(frame.rgb)
-            stats.frames += 1
-            stats.edited += frame.faces > 0
-            if on_frame is not None:
-                on_frame(stats.frames, total)
+    with terminate_cleanly():
+        info = probe_video(src)
+        config = tracker_config or TrackerConfig()
+        config = dataclasses.replace(config, fps=info.fps or config.fps)
+        tracker = FaceTracker(editor.backend, config)
+        spec_for_frame = spec if callable(spec) else (lambda _index: spec)
+        stats = RenderStats()
+        started = time.perf_counter()
+        total = int(info.frame_count or 0)
+        writer = VideoWriter(out, info.fps, info.size, force=force, timing=info.timing, sar=info.sar,
+                             color=info.color, audio_from=src if keep_audio and info.has_audio else None,
+                             preset=encoder_preset or DEFAULT_X264_PRESET)
+        with open_frames(src) as frames, writer:
+            for frame in edit_frames(editor, frames, spec_for_frame, tracker=tracker, batch=batch, mode=mode,
+                                     intensity=intensity):
+                writer.write(frame.rgb)
+                stats.frames += 1
+                stats.edited += frame.faces > 0
+                if on_frame is not None:
+                    on_frame(stats.frames, total)
+    stats.notes = list(writer.notes)
     stats.detections = tracker.detections
     stats.seconds = time.perf_counter() - started
     return stats

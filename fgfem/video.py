@@ -17,21 +17,44 @@ Facts this module relies on, checked on the sample videos:
   from a decoded frame, never from the stream header.
 - Paths go to ffmpeg as ``file:<absolute path>`` so that names starting with
   ``-`` or containing ``:`` cannot be read as options or protocols.
-- ``yuv420p`` (what every player decodes) needs even sizes: odd frames are
-  padded by repeating their last row/column, never scaled, and the frame count
-  is unchanged. ``VideoWriter.encoded_size`` says what was written.
-- Audio is muxed after encoding, cut to the video's duration on the audio
-  input (``-t``) rather than with ``-shortest``, which would also cut the video
-  when the audio is shorter: the output has exactly the frames written.
+- Timing is kept, not re-made: phone and cut clips are variable-frame-rate and
+  their video often starts after the audio (0.84 s is common). ``probe_video``
+  records every decoded frame's presentation time (``-vf showinfo`` on the
+  decoding pass it makes anyway), on ffmpeg's timeline of the file (zero is the
+  earliest stream's start). ``VideoWriter`` gives frame ``i`` exactly that time
+  again: a ``setpts`` expression indexed by frame number (a balanced tree of
+  linear runs, one run for a constant-rate clip) in the source's time base,
+  encoded with ``-enc_time_base filter`` so no tick is rounded away. A fixed
+  ``-r`` would space the frames evenly and drift out of sync.
+- Audio is muxed after encoding, from the source file with ffmpeg's usual
+  start-time shift, and the video is put back at its own start with
+  ``-itsoffset``: the video-minus-audio offset survives. The audio is cut at the
+  video's end on the audio input (``-t``) rather than with ``-shortest``, which
+  would also cut the video when the audio is shorter; a cut is reported in
+  ``VideoWriter.notes``.
+- Display geometry and colour travel with the frames: the sample aspect ratio
+  (``setsar``) and the colour tags (range, matrix, primaries, transfer) of the
+  source are written again, and RGB is converted back to YUV with the source's
+  own matrix (the decoder used it to make the RGB; bt601 would shift colours).
+- H.264 in ``yuv420p`` (what every player decodes) needs even sizes: odd frames
+  are padded by repeating their last row/column, never scaled, the frame count
+  is unchanged, and ``notes`` says so. VP9, MPEG-4 and GIF keep odd sizes.
+  ``VideoWriter.encoded_size`` says what was written.
+- Partial files are named with the writer's process id; a writer removes the
+  ones of its output left by a process that no longer runs (a ``kill -9``), and
+  ``terminate_cleanly`` turns SIGTERM into an exception so that ``with`` blocks
+  delete their own.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import os
 import queue
 import re
+import signal
 import subprocess
 import tempfile
 import threading
@@ -83,6 +106,67 @@ def _tail(text: str, lines: int = 3) -> str:
     return " | ".join(kept[-lines:]) or "no message"
 
 
+@dataclass(frozen=True)
+class ColorTags:
+    """A stream's colour description in ffmpeg's names ("tv", "bt709"); None where the file says nothing."""
+
+    range: str | None = None
+    space: str | None = None
+    primaries: str | None = None
+    trc: str | None = None
+
+
+@dataclass(frozen=True)
+class VideoTiming:
+    """The presentation time of every decoded frame, in integer ticks of ``time_base``.
+
+    Times are on ffmpeg's timeline of the file, where zero is the start of its earliest
+    stream: a video that starts 0.84 s after its audio has ``times[0] == 0.84``. Ticks,
+    not floats, so that writing them again loses nothing.
+    """
+
+    time_base: Fraction
+    pts: tuple[int, ...]
+    last_duration: int
+    """Ticks the last frame is shown for (its decoded duration, else the previous interval)."""
+
+    @property
+    def times(self) -> list[float]:
+        """Seconds of each frame."""
+        return [float(p * self.time_base) for p in self.pts]
+
+    @property
+    def start(self) -> float:
+        """Seconds of the first frame: the video's start offset on the file's timeline."""
+        return float(self.pts[0] * self.time_base) if self.pts else 0.0
+
+    def time_of(self, index: int) -> float:
+        """Seconds of frame ``index``; past the last frame, continued at the last interval."""
+        if index < len(self.pts):
+            return float(self.pts[index] * self.time_base)
+        return float((self.pts[-1] + (index - len(self.pts) + 1) * self.last_duration) * self.time_base)
+
+    def end(self, frames: int | None = None) -> float:
+        """Seconds at which the first ``frames`` frames (default: all) have finished showing."""
+        count = len(self.pts) if frames is None else frames
+        if count <= 0:
+            return self.start
+        return self.time_of(count - 1) + float(self.last_duration * self.time_base)
+
+
+@dataclass(frozen=True)
+class AudioSpan:
+    """Where the first audio stream lies on the file's timeline, in seconds."""
+
+    start: float
+    end: float
+    codec: str | None
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
 @dataclass
 class VideoInfo:
     """What a caller needs to know about a video before reading it."""
@@ -98,6 +182,18 @@ class VideoInfo:
     """Seconds, from the container (longest stream), else frame_count / fps."""
     has_audio: bool
     codec: str | None
+    timing: VideoTiming | None = None
+    """Every frame's presentation time (``exact`` probes only): what a writer must keep."""
+    sar: Fraction | None = None
+    """Sample (pixel) aspect ratio, None when the file does not say (square pixels)."""
+    color: ColorTags = ColorTags()
+    file_start: float = 0.0
+    """The container's start time in seconds, which ffmpeg subtracts from every timestamp."""
+
+    @property
+    def start_time(self) -> float:
+        """Seconds from the file's start to the first frame (0.0 when not probed exactly)."""
+        return self.timing.start if self.timing is not None else 0.0
 
 
 @dataclass
@@ -107,6 +203,9 @@ class _Header:
     duration: float | None
     has_audio: bool
     codec: str | None
+    start: float
+    sar: Fraction | None
+    color: ColorTags
 
 
 def _check_input(path: Path) -> str:
@@ -134,10 +233,10 @@ def has_audio_stream(path: PathLike) -> bool:
 
 
 def _read_header(path: Path) -> _Header:
-    """Parse ffmpeg's stream summary and decode one frame (as PPM) for the true frame size."""
+    """Parse ffmpeg's stream summary and decode one frame (as PPM, through showinfo) for its true size and tags."""
     shown = _check_input(path)
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _ffmpeg_arg(path), "-map", "0:V:0",
-           "-frames:v", "1", "-f", "image2pipe", "-c:v", "ppm", "-"]
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-i", _ffmpeg_arg(path), "-map", "0:V:0",
+           "-frames:v", "1", "-vf", "showinfo=checksum=0", "-f", "image2pipe", "-c:v", "ppm", "-"]
     result = subprocess.run(cmd, capture_output=True, check=False)
     log = result.stderr.decode("utf-8", "replace")
     streams = _streams(log)
@@ -151,12 +250,16 @@ def _read_header(path: Path) -> _Header:
         raise FgfemError(f"cannot read video {shown}: no frame could be decoded ({_tail(log, 1)})")
     line = video[0]
     codec = re.search(r"Video:\s*([^\s,]+)", line)
+    start = re.search(r"Duration:.*?start:\s*(-?\d+(?:\.\d+)?)", log)
     return _Header(
         fps=_parse_fps(line),
         size=size,
         duration=_parse_duration(log),
         has_audio=any("Audio:" in s for s in streams),
         codec=codec.group(1) if codec else None,
+        start=float(start.group(1)) if start else 0.0,
+        sar=_parse_sar(log),
+        color=_parse_color(log),
     )
 
 
@@ -186,6 +289,26 @@ def _parse_duration(log: str) -> float | None:
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
+def _parse_sar(showinfo_log: str) -> Fraction | None:
+    """The first frame's sample aspect ratio from showinfo ("sar:4/3"); None when unknown (0/1)."""
+    found = re.search(r"\bsar:(\d+)/(\d+)", showinfo_log)
+    if not found or int(found.group(1)) <= 0 or int(found.group(2)) <= 0:
+        return None
+    return Fraction(int(found.group(1)), int(found.group(2)))
+
+
+_UNTAGGED = {"unknown", "unspecified", "reserved", "N/A"}
+
+
+def _parse_color(showinfo_log: str) -> ColorTags:
+    """The first frame's colour tags from showinfo's "color_range:tv color_space:bt709 ..." line."""
+    found = re.search(r"color_range:(\S+) color_space:(\S+) color_primaries:(\S+) color_trc:(\S+)", showinfo_log)
+    if not found:
+        return ColorTags()
+    values = [None if value in _UNTAGGED else value for value in found.groups()]
+    return ColorTags(range=values[0], space=values[1], primaries=values[2], trc=values[3])
+
+
 def _decode_args(path: Path, start: int) -> list[str | bytes]:
     """The ffmpeg input/selection arguments shared by reading and counting, so the two agree."""
     args: list[str | bytes] = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error",
@@ -208,6 +331,91 @@ def count_frames(path: PathLike, *, start: int = 0) -> int:
     return int(counts[-1])
 
 
+_SHOWINFO_FRAME = re.compile(rb"\] n:\s*\d+ pts:\s*(-?\d+|NOPTS)(?:.*?duration:\s*(-?\d+|NOPTS))?")
+_SHOWINFO_TB = re.compile(rb"config in time_base: (\d+)/(\d+)")
+
+
+def read_timing(path: PathLike, *, start: int = 0) -> VideoTiming:
+    """Every frame's presentation time, from the frames ``iter_frames(path, start=start)`` yields.
+
+    The same decoding arguments as reading, plus ``showinfo`` (its per-frame log line
+    holds the pts; checksums off), parsed line by line so a long video costs no memory
+    beyond one integer per frame. Missing timestamps are continued from the previous
+    frame and repeated ones nudged forward one tick: encoders need them increasing.
+    """
+    path = as_path(path)
+    shown = _check_input(path)
+    cmd = _decode_args(path, start)
+    cmd[cmd.index("error")] = "info"  # showinfo logs at the info level
+    if start > 0:
+        cmd[-1] = f"{cmd[-1]},showinfo=checksum=0"
+    else:
+        cmd += ["-vf", "showinfo=checksum=0"]
+    cmd += ["-nostats", "-f", "null", "-"]
+    process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    time_base: Fraction | None = None
+    raw: list[tuple[int | None, int | None]] = []
+    others: collections.deque[str] = collections.deque(maxlen=5)
+    with process:
+        for line in process.stderr:
+            frame = _SHOWINFO_FRAME.search(line)
+            if frame is not None:
+                raw.append((_tick(frame.group(1)), _tick(frame.group(2))))
+            elif time_base is None and (found := _SHOWINFO_TB.search(line)):
+                time_base = Fraction(int(found.group(1)), int(found.group(2)))
+            elif b"Parsed_showinfo" not in line:
+                others.append(line.decode("utf-8", "replace"))
+    if process.returncode != 0:
+        raise FgfemError(f"cannot read video {shown}: {_tail(''.join(others))}")
+    return _clean_timing(time_base or Fraction(1, 90000), raw)
+
+
+def _tick(value: bytes | None) -> int | None:
+    return None if value is None or value == b"NOPTS" else int(value)
+
+
+def _clean_timing(time_base: Fraction, raw: list[tuple[int | None, int | None]]) -> VideoTiming:
+    """Strictly increasing ticks: a missing pts continues the last interval, a repeated one moves one tick on."""
+    pts: list[int] = []
+    step = 1
+    for value, duration in raw:
+        if duration is not None and duration > 0:
+            step = duration
+        if value is None:
+            value = pts[-1] + step if pts else 0
+        if pts and value <= pts[-1]:
+            value = pts[-1] + 1
+        pts.append(value)
+    last = raw[-1][1] if raw and raw[-1][1] else None
+    if not last or last <= 0:
+        last = pts[-1] - pts[-2] if len(pts) > 1 else step
+    return VideoTiming(time_base=time_base, pts=tuple(pts), last_duration=max(1, last))
+
+
+def audio_span(path: PathLike) -> AudioSpan | None:
+    """Start and end of the first audio stream on the file's timeline; None without audio.
+
+    Read from the packets (stream copy to ``framecrc``), so no audio is decoded.
+    """
+    path = as_path(path)
+    _check_input(path)
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", _ffmpeg_arg(path),
+           "-map", "0:a:0", "-c", "copy", "-f", "framecrc", "-"]
+    result = subprocess.run(cmd, capture_output=True, check=False)
+    text = result.stdout.decode("utf-8", "replace")
+    time_base = re.search(r"^#tb 0: (\d+)/(\d+)", text, flags=re.MULTILINE)
+    packets = re.findall(r"^0,\s*-?\d+,\s*(-?\d+),\s*(\d+),", text, flags=re.MULTILINE)
+    if result.returncode != 0 or time_base is None or not packets:
+        return None
+    tb = Fraction(int(time_base.group(1)), int(time_base.group(2)))
+    starts = [int(p) for p, _ in packets]
+    ends = [int(p) + int(d) for p, d in packets]
+    codec = re.search(r"^#codec_id 0: (\S+)", text, flags=re.MULTILINE)
+    return AudioSpan(start=float(min(starts) * tb), end=float(max(ends) * tb),
+                     codec=codec.group(1) if codec else None)
+
+
 def _count_packets(path: Path) -> int:
     """Video packets in the container: fast (no decoding), may exceed decodable frames by a few."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", _ffmpeg_arg(path),
@@ -220,13 +428,15 @@ def _count_packets(path: Path) -> int:
 def probe_video(path: PathLike, *, exact: bool = True) -> VideoInfo:
     """Describe a video; ``FgfemError`` if it is unreadable, has no video stream or no frames.
 
-    ``exact=True`` decodes the whole video once to count frames (about 1 s for
-    the 472-frame 640x360 sample on one shared CPU); ``exact=False`` counts
-    container packets instead (~50 ms, can overcount by a few frames).
+    ``exact=True`` decodes the whole video once to count frames and record each one's
+    presentation time (about 1 s for the 472-frame 640x360 sample on one shared CPU);
+    ``exact=False`` counts container packets instead (~50 ms, can overcount by a few
+    frames) and leaves ``timing`` unset.
     """
     path = as_path(path)
     header = _read_header(path)
-    frames = count_frames(path) if exact else _count_packets(path)
+    timing = read_timing(path) if exact else None
+    frames = len(timing.pts) if timing is not None else _count_packets(path)
     if frames <= 0:
         raise FgfemError(f"cannot read video {describe_path(path)}: it has no frames")
     duration = header.duration
@@ -241,6 +451,10 @@ def probe_video(path: PathLike, *, exact: bool = True) -> VideoInfo:
         duration=duration if duration else frames / fps,
         has_audio=header.has_audio,
         codec=header.codec,
+        timing=timing,
+        sar=header.sar,
+        color=header.color,
+        file_start=header.start,
     )
 
 
@@ -396,8 +610,205 @@ def _rate(fps: float) -> str:
     return str(Fraction(fps).limit_denominator(1001))
 
 
-_AUTO_CODECS = {".webm": "libvpx-vp9", ".ogv": "libtheora"}
-_FASTSTART = {".mp4", ".m4v", ".mov"}
+@dataclass(frozen=True)
+class _Format:
+    """How one container is written: codec, what it can hold, and the audio codecs to try in order."""
+
+    codec: str
+    audio: tuple[tuple[str, ...], ...]
+    """ffmpeg audio arguments to try in turn (stream copy first); empty: the format has no sound."""
+    ticks: str = "source"
+    """"source": the input's own time base (exact); "rate": one tick per frame at the average
+    rate (AVI stores nothing finer); "centi": hundredths of a second (GIF delays)."""
+    keeps_start: bool = True
+    """False where the format cannot show its first frame later than zero (AVI, GIF)."""
+    tags: bool = True
+    """Whether colour tags and the sample aspect ratio are written."""
+    faststart: bool = False
+
+
+_MP4_AUDIO = (("-c:a", "copy"), ("-c:a", "aac", "-b:a", "192k"))
+_FORMATS: dict[str, _Format] = {
+    ".mp4": _Format("libx264", _MP4_AUDIO, faststart=True),
+    ".m4v": _Format("libx264", _MP4_AUDIO, faststart=True),
+    ".mov": _Format("libx264", _MP4_AUDIO, faststart=True),
+    ".mkv": _Format("libx264", _MP4_AUDIO),
+    ".webm": _Format("libvpx-vp9", (("-c:a", "copy"), ("-c:a", "libopus", "-b:a", "160k"))),
+    # AVI's audio is PCM: a copied AAC or MP3 starts below zero (encoder priming), and AVI, which
+    # cannot hold that, would shift every frame by one tick to make room.
+    ".avi": _Format("mpeg4", (("-c:a", "pcm_s16le"),), ticks="rate", keeps_start=False, tags=False),
+    ".gif": _Format("gif", (), ticks="centi", keeps_start=False, tags=False),
+}
+WRITABLE_SUFFIXES: tuple[str, ...] = tuple(_FORMATS)
+"""Video containers ``VideoWriter`` (and ``fgfem render``) writes."""
+_EVEN_SIZE_CODECS = {"libx264", "libx265"}
+"""Encoders that need even sizes in yuv420p (VP9, MPEG-4 part 2 and GIF take any size)."""
+
+# scale's out_color_matrix names for the matrices ffmpeg tags frames with.
+_MATRICES = {"bt709": "bt709", "smpte170m": "smpte170m", "bt470bg": "bt470", "fcc": "fcc",
+             "smpte240m": "smpte240m", "bt2020nc": "bt2020", "bt2020c": "bt2020"}
+_RANGES = {"tv": "tv", "pc": "pc"}
+_TAG_NAME = re.compile(r"^[a-z0-9-]+$")
+
+
+def writable_suffixes_text() -> str:
+    """".mp4, .m4v, ... or .gif": the list an error message or a help text shows."""
+    return ", ".join(WRITABLE_SUFFIXES[:-1]) + " or " + WRITABLE_SUFFIXES[-1]
+
+
+def _format_for(path: Path) -> _Format:
+    found = _FORMATS.get(path.suffix.lower())
+    if found is None:
+        raise FgfemError(f"cannot write video {describe_path(path)}: name it {writable_suffixes_text()}")
+    return found
+
+
+# --- timestamps as an expression -------------------------------------------------------------------
+
+
+def _runs(ticks: list[int], last_step: int) -> list[tuple[int, int, int]]:
+    """(first frame, its tick, step) for each run of equally spaced frames: one run for a constant rate."""
+    runs: list[tuple[int, int, int]] = []
+    index = 0
+    while index < len(ticks):
+        if index + 1 == len(ticks):
+            runs.append((index, ticks[index], last_step))
+            break
+        step = ticks[index + 1] - ticks[index]
+        stop = index + 1
+        while stop + 1 < len(ticks) and ticks[stop + 1] - ticks[stop] == step:
+            stop += 1
+        runs.append((index, ticks[index], step))
+        index = stop + 1
+    return runs
+
+
+def _pts_expression(ticks: list[int], last_step: int) -> str:
+    """A ``setpts`` expression of the frame number ``N`` that gives frame ``i`` the tick ``ticks[i]``.
+
+    A balanced tree of ``if(lt(N,k),...)`` over the runs, so each frame costs a few
+    comparisons however long the video; frames past the end continue the last run.
+    """
+    runs = _runs(ticks, last_step)
+
+    def build(low: int, high: int) -> str:
+        if high - low == 1:
+            first, tick, step = runs[low]
+            return f"{tick}+(N-{first})*{step}"
+        middle = (low + high) // 2
+        return f"if(lt(N,{runs[middle][0]}),{build(low, middle)},{build(middle, high)})"
+
+    return build(0, len(runs))
+
+
+def _retime(timing: VideoTiming, time_base: Fraction, *, from_zero: bool) -> tuple[list[int], int]:
+    """The frames' ticks in another time base, rounded and kept strictly increasing, and the last duration."""
+    scale = timing.time_base / time_base
+    origin = timing.pts[0] if from_zero else 0
+    ticks: list[int] = []
+    for pts in timing.pts:
+        tick = round((pts - origin) * scale)
+        ticks.append(tick if not ticks or tick > ticks[-1] else ticks[-1] + 1)
+    return ticks, max(1, round(timing.last_duration * scale))
+
+
+def _grid_rate(timing: VideoTiming, average: Fraction) -> Fraction:
+    """The frame rate of a one-tick-per-frame format (AVI): that of the shortest interval, not the average.
+
+    A variable-rate clip (30 fps, then every 3rd frame) averages 20 fps; on a 1/20 s grid
+    its 30 fps frames would collide, on a 1/30 s grid every frame keeps its time and the
+    gaps become the empty frames AVI is made of.
+    """
+    gaps = [b - a for a, b in zip(timing.pts, timing.pts[1:], strict=False) if b > a]
+    if not gaps:
+        return average
+    fastest = 1 / (min(gaps) * timing.time_base)
+    return max(average, min(Fraction(fastest).limit_denominator(1001), Fraction(240)))
+
+
+# --- partial files ------------------------------------------------------------------------------------
+
+_STALE_AFTER_S = 600.0
+"""A partial file without a process id (older fgfem, or atomic_path's brief rename) untouched this long is stale."""
+
+
+def _partial_prefix(out: Path, kind: str) -> str:
+    """Hidden temp-file prefix beside ``out``; the process id lets a later run tell a dead writer's files."""
+    return f".{out.stem}.partial-{kind}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process: alive as far as we can tell
+    return True
+
+
+def remove_stale_partials(out: PathLike) -> list[str]:
+    """Delete the partial files of ``out`` that an interrupted writer left (kill -9, power loss); their names.
+
+    A partial names its writer's process id: it is stale once that process is gone.
+    Older names without one count as stale when nothing has written to them for 10 minutes.
+    """
+    import time
+
+    out = as_path(out)
+    pattern = re.compile(rf"^\.{re.escape(out.stem)}\.partial-(?:(?:video|mux)-)?(?:(\d+)-)?[A-Za-z0-9_]{{8}}"
+                         rf"{re.escape(out.suffix)}$")
+    removed: list[str] = []
+    with contextlib.suppress(OSError):
+        for entry in out.parent.iterdir():
+            found = pattern.match(entry.name)
+            if found is None or not entry.is_file():
+                continue
+            if found.group(1) is not None:
+                stale = not _pid_alive(int(found.group(1)))
+            else:
+                stale = time.time() - entry.stat().st_mtime > _STALE_AFTER_S
+            if stale:
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+                    removed.append(entry.name)
+    return sorted(removed)
+
+
+class Terminated(SystemExit):
+    """SIGTERM or SIGHUP arrived inside ``terminate_cleanly``: unwinds ``with`` blocks so partial files go."""
+
+
+@contextlib.contextmanager
+def terminate_cleanly() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into ``Terminated`` (exit status 128 + signal) while the block runs.
+
+    Python's default for SIGTERM is to die at once, leaving a half-written video behind;
+    an exception lets every writer's ``__exit__`` delete its partial file first. Later
+    signals are ignored while cleaning up. Only the main thread can set handlers, so in
+    any other thread this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = [sig for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if sig is not None]
+
+    def handler(signum: int, _frame: object) -> None:
+        for sig in wanted:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Terminated(128 + signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in wanted}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# --- the writer ------------------------------------------------------------------------------------------
 
 
 class VideoWriter:
@@ -405,14 +816,19 @@ class VideoWriter:
 
     ::
 
-        with VideoWriter(out, info.fps, info.size, audio_from=src) as writer:
+        info = probe_video(src)
+        with VideoWriter(out, info.fps, info.size, timing=info.timing, sar=info.sar, color=info.color,
+                         audio_from=src) as writer:
             for frame in frames:
                 writer.write(frame)
 
-    Nothing appears at ``out_path`` until the block ends cleanly; on an
-    exception the partial files are removed. ``crf`` is x264's constant quality
-    (18 is visually lossless, 23 is ffmpeg's default); ``codec=None`` picks
-    libx264 (or VP9 for .webm).
+    Frame ``i`` is shown at ``timing``'s time ``i`` (without ``timing``: ``i / fps`` from
+    zero), so a variable frame rate and a late video start come out as they went in.
+    Nothing appears at ``out_path`` until the block ends cleanly; on an exception the
+    partial files are removed. ``crf`` is x264's constant quality (18 is visually
+    lossless, 23 is ffmpeg's default); ``codec=None`` picks the container's codec
+    (H.264, VP9 for .webm, MPEG-4 for .avi, GIF). ``notes`` collects what the caller
+    should tell the user: a padded size, cut audio, what a container cannot hold.
     """
 
     def __init__(
@@ -427,27 +843,40 @@ class VideoWriter:
         audio_from: PathLike | None = None,
         preset: str = DEFAULT_X264_PRESET,
         queue_frames: int = QUEUE_FRAMES,
+        timing: VideoTiming | None = None,
+        sar: Fraction | None = None,
+        color: ColorTags | None = None,
     ) -> None:
         if preset not in X264_PRESETS:
             raise ValueError(f"x264 preset must be one of {', '.join(X264_PRESETS)}, got {preset!r}")
         self.out_path = check_writable(out_path, force=force)
+        self.format = _format_for(self.out_path)
         if not (isinstance(fps, int | float | np.number) and math.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be a positive number, got {fps!r}")
         width, height = (int(v) for v in size)
         if width < 1 or height < 1:
             raise ValueError(f"size must be (width, height) >= 1, got {size!r}")
+        if timing is not None and not timing.pts:
+            raise ValueError("timing has no frames")
         self.fps = float(fps)
         self.size = (width, height)
-        self.encoded_size = (width + width % 2, height + height % 2)
-        suffix = self.out_path.suffix.lower()
-        self.codec = codec or _AUTO_CODECS.get(suffix, "libx264")
+        self.codec = codec or self.format.codec
+        even = self.codec in _EVEN_SIZE_CODECS
+        self.encoded_size = (width + width % 2, height + height % 2) if even else (width, height)
         self.crf = int(crf)
         self.preset = preset
         self.audio_from = as_path(audio_from) if audio_from is not None else None
+        self.timing = timing
+        self.sar = sar
+        self.color = color or ColorTags()
         self.frames_written = 0
+        self.notes: list[str] = []
+        self.audio_kept: AudioSpan | None = None
+        """The source audio's span when it was muxed (its end is after the video's when it was cut)."""
         self._queue_frames = queue_frames
         self._started = False
         self._closed = False
+        self._time_base, self._ticks, self._last_step = self._plan_ticks()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -467,25 +896,15 @@ class VideoWriter:
         if self._started:
             return
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.out_path.stem}.partial-video-",
-                                    suffix=self.out_path.suffix, dir=self.out_path.parent)
-        os.close(fd)
-        self._video_tmp = Path(name)
+        removed = remove_stale_partials(self.out_path)
+        if removed:
+            self.notes.append(f"removed {len(removed)} partial file{'s' if len(removed) > 1 else ''} of an "
+                              f"interrupted earlier run ({', '.join(removed)})")
+        self._note_geometry()
+        self._video_tmp = self._new_partial("video")
+        self._script: Path | None = None
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()/abort()
-        width, height = self.encoded_size
-        cmd: list[str | bytes] = [
-            ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", _rate(self.fps), "-i", "-",
-            "-an", "-c:v", self.codec, "-pix_fmt", "yuv420p",
-        ]
-        if self.codec in ("libx264", "libx265"):
-            cmd += ["-crf", str(self.crf), "-preset", self.preset]
-        elif self.codec == "libvpx-vp9":
-            cmd += ["-crf", str(self.crf + 13), "-b:v", "0"]
-        if self.out_path.suffix.lower() in _FASTSTART:
-            cmd += ["-movflags", "+faststart"]
-        cmd.append(_ffmpeg_arg(self._video_tmp))
-        self._process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        self._process = subprocess.Popen(self._encode_command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                          stderr=self._stderr)
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, self._queue_frames))
         self._error: BaseException | None = None
@@ -527,10 +946,13 @@ class VideoWriter:
             self._raise_if_failed()
             if self.frames_written == 0:
                 raise FgfemError(f"no frames to write to {describe_path(self.out_path)}")
+            final = self._video_tmp
+            if self.audio_from is not None:
+                self._mux_tmp = self._new_partial("mux")
+                if self._mux_audio(self._mux_tmp):
+                    final = self._mux_tmp
             with atomic_path(self.out_path) as tmp:
-                muxed = self.audio_from is not None and self._mux_audio(tmp)
-                if not muxed:
-                    os.replace(self._video_tmp, tmp)
+                os.replace(final, tmp)
         except BaseException:
             self.abort()
             raise
@@ -553,6 +975,126 @@ class VideoWriter:
         self._thread.join(timeout=10)
         self._process.wait()
         self._cleanup()
+
+    @property
+    def video_end(self) -> float:
+        """Seconds on the output's timeline at which the frames written so far have finished showing."""
+        count = max(1, self.frames_written)
+        return float((self._tick_of(count - 1) + self._last_step) * self._time_base)
+
+    # -- planning ----------------------------------------------------------------------------------
+
+    def _plan_ticks(self) -> tuple[Fraction, list[int], int]:
+        """The output time base, each frame's tick in it, and the last frame's duration in ticks."""
+        rate = Fraction(_rate(self.fps))
+        ticks_kind = self.format.ticks
+        if self.timing is None:  # constant rate from zero: frame N at N / fps (GIF rounds each time on its own)
+            return 1 / rate, [0], 1
+        if ticks_kind == "source":
+            return self.timing.time_base, list(self.timing.pts), self.timing.last_duration
+        base = 1 / _grid_rate(self.timing, rate) if ticks_kind == "rate" else Fraction(1, 100)
+        ticks, last = _retime(self.timing, base, from_zero=ticks_kind == "centi")
+        return base, ticks, last
+
+    def _tick_of(self, index: int) -> int:
+        if index < len(self._ticks):
+            return self._ticks[index]
+        return self._ticks[-1] + (index - len(self._ticks) + 1) * self._last_step
+
+    def _note_geometry(self) -> None:
+        """Say what the output cannot keep: an odd size, a late start, per-frame times finer than a format holds."""
+        if self.encoded_size != self.size:
+            (w, h), (ew, eh) = self.size, self.encoded_size
+            self.notes.append(f"size {w}x{h} padded to {ew}x{eh} by repeating the edge (H.264 in yuv420p needs "
+                              "even sizes)")
+        if self.timing is None:
+            return
+        start = self.timing.start
+        frame = 1 / self.fps
+        suffix = self.out_path.suffix.lower()
+        if not self.format.keeps_start and start >= frame / 2 and self.audio_from is not None and self.format.audio:
+            self.notes.append(f"{suffix} cannot start the picture later than the sound: the first frame shows "
+                              f"from 0 s instead of {start:.3f} s (the others keep their times; .mp4, .mov and "
+                              ".mkv keep it)")
+        if self.format.ticks != "source":
+            shift = self.timing.pts[0] if self.format.ticks == "centi" else 0
+            moved = max((abs(float((p - shift) * self.timing.time_base) - float(t * self._time_base))
+                         for p, t in zip(self.timing.pts, self._ticks, strict=True)), default=0.0)
+            if moved > 0.002:
+                self.notes.append(f"{suffix} holds times only to {float(self._time_base) * 1000:.1f} ms: frames "
+                                  f"moved by up to {moved * 1000:.0f} ms")
+        if suffix == ".gif" and self.fps > 50:
+            self.notes.append(f"GIF plays at most 50 frames/s; this {self.fps:.4g} fps video will play slower")
+
+    def _video_filter(self) -> str:
+        """Timestamps, aspect ratio and colour for the frames, as one ffmpeg filter chain."""
+        base = self._time_base
+        chain = [f"settb={base.numerator}/{base.denominator}",
+                 f"setpts='{_pts_expression(self._ticks, self._last_step)}'"]
+        if self.format.tags and self.sar is not None:
+            bound = max(100, self.sar.numerator, self.sar.denominator)
+            chain.append(f"setsar=sar={self.sar.numerator}/{self.sar.denominator}:max={bound}")
+        if self.codec == "gif":
+            return ",".join(chain) + (",split[a][b];[a]palettegen=stats_mode=single:reserve_transparent=0[p];"
+                                      "[b][p]paletteuse=new=1")
+        chain += self._colour_filters()
+        return ",".join(chain)
+
+    def _colour_filters(self) -> list[str]:
+        """RGB to yuv420p with the source's matrix and range, then the source's tags on the frames."""
+        color = self.color if self.format.tags else ColorTags()
+        matrix = _MATRICES.get(color.space or "")
+        out_range = _RANGES.get(color.range or "")
+        filters: list[str] = []
+        if matrix or out_range:
+            options = [f"out_color_matrix={matrix}"] if matrix else []
+            options += [f"out_range={out_range}"] if out_range else []
+            filters.append("scale=" + ":".join(options))
+        filters.append("format=yuv420p")
+        params = {"range": out_range, "colorspace": color.space if matrix else None,
+                  "color_primaries": color.primaries, "color_trc": color.trc}
+        tags = [f"{key}={value}" for key, value in params.items() if value and _TAG_NAME.match(value)]
+        if tags:
+            filters.append("setparams=" + ":".join(tags))
+        return filters
+
+    def _encode_command(self) -> list[str | bytes]:
+        width, height = self.encoded_size
+        graph = self._video_filter()
+        cmd: list[str | bytes] = [
+            ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", _rate(self.fps), "-i", "-",
+            "-an",
+        ]
+        if len(graph) > 50_000:  # a long variable-rate video: more than one argument may hold
+            fd, name = tempfile.mkstemp(prefix="fgfem-filter-", suffix=".txt")
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(graph)
+            self._script = Path(name)
+            cmd += [b"-/vf", os.fsencode(self._script)]
+        else:
+            cmd += ["-vf", graph]
+        cmd += ["-fps_mode", "passthrough", "-enc_time_base:v", "filter", "-c:v", self.codec]
+        cmd += self._codec_options()
+        if self.format.faststart:
+            cmd += ["-movflags", "+faststart"]
+        cmd.append(_ffmpeg_arg(self._video_tmp))
+        return cmd
+
+    def _codec_options(self) -> list[str]:
+        if self.codec in ("libx264", "libx265"):
+            return ["-crf", str(self.crf), "-preset", self.preset]
+        if self.codec == "libvpx-vp9":
+            return ["-crf", str(self.crf + 13), "-b:v", "0", "-row-mt", "1", "-deadline", "good", "-cpu-used", "4"]
+        if self.codec == "mpeg4":
+            return ["-q:v", "2", "-vtag", "XVID"]
+        return []
+
+    def _new_partial(self, kind: str) -> Path:
+        fd, name = tempfile.mkstemp(prefix=_partial_prefix(self.out_path, kind), suffix=self.out_path.suffix,
+                                    dir=self.out_path.parent)
+        os.close(fd)
+        return Path(name)
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -584,29 +1126,44 @@ class VideoWriter:
         if self._error is not None:
             raise self._error
 
-    def _mux_audio(self, tmp: Path) -> bool:
-        """Copy the first audio stream of ``audio_from`` next to the video; False if it has none."""
+    def _audio_to_keep(self) -> AudioSpan | None:
+        """The source's audio span, or None (with a note) when there is none the format can hold."""
         assert self.audio_from is not None
         try:
-            if not has_audio_stream(self.audio_from):
-                return False
+            span = audio_span(self.audio_from)
         except FgfemError as exc:
-            warnings.warn(f"not copying audio: {exc}", MediaWarning, stacklevel=3)
+            warnings.warn(f"not copying audio: {exc}", MediaWarning, stacklevel=4)
+            return None
+        if span is not None and not self.format.audio:
+            self.notes.append(f"{self.out_path.suffix.lower()} has no sound: the audio is not kept")
+            return None
+        return span
+
+    def _mux_audio(self, target: Path) -> bool:
+        """Put the first audio stream of ``audio_from`` beside the video, both at their own times; False if none.
+
+        The video's start is read back from the encoded file and given again with
+        ``-itsoffset`` (ffmpeg shifts each input to start at zero), and the audio is cut
+        at the video's end on its input: the output is as long as its frames.
+        """
+        span = self._audio_to_keep()
+        if span is None:
             return False
-        duration = self.frames_written / self.fps
+        end = self.video_end
         base: list[str | bytes] = [
             ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
-            "-i", _ffmpeg_arg(self._video_tmp), "-t", f"{duration:.6f}", "-i", _ffmpeg_arg(self.audio_from),
+            "-itsoffset", _start_text(self._video_tmp), "-i", _ffmpeg_arg(self._video_tmp),
+            "-t", f"{end:.6f}", "-i", _ffmpeg_arg(self.audio_from),
             "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
         ]
-        tail: list[str | bytes] = []
-        if self.out_path.suffix.lower() in _FASTSTART:
-            tail += ["-movflags", "+faststart"]
-        tail.append(_ffmpeg_arg(tmp))
+        tail: list[str | bytes] = ["-movflags", "+faststart"] if self.format.faststart else []
+        tail.append(_ffmpeg_arg(target))
         errors = []
-        for audio in (["-c:a", "copy"], ["-c:a", "aac", "-b:a", "192k"], ["-c:a", "libopus"]):
-            result = subprocess.run(base + audio + tail, capture_output=True, check=False)
+        for audio in self.format.audio:
+            result = subprocess.run(base + list(audio) + tail, capture_output=True, check=False)
             if result.returncode == 0:
+                self.audio_kept = span
+                self._note_audio_cut(span, end)
                 return True
             errors.append(_tail(result.stderr.decode("utf-8", "replace"), 1))
         warnings.warn(
@@ -617,11 +1174,26 @@ class VideoWriter:
         )
         return False
 
+    def _note_audio_cut(self, span: AudioSpan, end: float) -> None:
+        if span.end > end + 0.5 / self.fps:
+            kept = max(0.0, end - span.start)
+            self.notes.append(f"audio cut at the video's end: {kept:.2f} s of its {span.duration:.2f} s kept")
+
     def _cleanup(self) -> None:
         self._closed = True
-        with contextlib.suppress(FileNotFoundError):
-            self._video_tmp.unlink()
+        for path in (self._video_tmp, getattr(self, "_mux_tmp", None), self._script):
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         self._stderr.close()
+
+
+def _start_text(path: Path) -> str:
+    """The "start:" ffmpeg prints for ``path`` (exact microseconds, as ``-itsoffset`` reads them)."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _ffmpeg_arg(path)]
+    log = subprocess.run(cmd, capture_output=True, check=False).stderr.decode("utf-8", "replace")
+    found = re.search(r"Duration:.*?start:\s*(-?\d+(?:\.\d+)?)", log)
+    return found.group(1) if found else "0"
 
 
 def _as_frames(frames: Iterable[np.ndarray]) -> list[np.ndarray]:

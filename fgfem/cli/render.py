@@ -1,10 +1,11 @@
-"""`fgfem render`: edit every frame of a video, keeping its frame count, fps and audio."""
+"""`fgfem render`: edit every frame of a video, keeping its frames, their times, its geometry and its audio."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fgfem.cli.app import app, console, err_console
@@ -27,7 +28,8 @@ from fgfem.errors import FgfemError
 @app.command()
 def render(
     source: Path = typer.Argument(..., help="The video to edit.", show_default=False),
-    out: Path = typer.Option(..., "--out", "-o", help="Output video (.mp4)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output video: .mp4, .m4v, .mov, .mkv, .webm, .avi or "
+                             ".gif (.avi cannot delay its first frame; .gif has no sound)."),
     au: list[str] | None = AU_OPTION,
     driver: Path | None = typer.Option(
         None, "--driver", "-d", help="Driving video: each frame gets AUs(driver frame) - AUs(driver neutral frame).",
@@ -55,7 +57,9 @@ def render(
     """Edit the expression of the face(s) in every frame of a video.
 
     Frames without a face pass through unchanged; the face is tracked between frames
-    and its landmarks smoothed, so the edit does not flicker.
+    and its landmarks smoothed, so the edit does not flicker. Every frame keeps its
+    presentation time (variable frame rates and a video that starts after its audio
+    stay in sync), and the pixel aspect ratio and colour tags are kept.
 
     Examples:
       [bold]fgfem render clip.mp4 --au 12=+1.0 -o smile.mp4[/]
@@ -65,7 +69,7 @@ def render(
     from fgfem.editor import check_mode, check_one_source, load_target
     from fgfem.media import check_writable, describe_path, is_video
     from fgfem.render import TrackerConfig, driver_deltas, render_video
-    from fgfem.video import X264_PRESETS
+    from fgfem.video import WRITABLE_SUFFIXES, X264_PRESETS, writable_suffixes_text
 
     check_one_source(au, driver=driver, target=target)
     edits = parse_au_specs(au) if au else None
@@ -76,8 +80,8 @@ def render(
             raise FgfemError(f"{name} video {describe_path(path)} does not exist")
     if not is_video(source):
         raise FgfemError(f"{describe_path(source.name)} is not a video fgfem reads; for photos use `fgfem edit`")
-    if out.suffix.lower() not in (".mp4", ".m4v", ".mov", ".mkv"):
-        raise FgfemError(f"cannot write {describe_path(out.name)}: name the output .mp4")
+    if out.suffix.lower() not in WRITABLE_SUFFIXES:
+        raise FgfemError(f"cannot write {describe_path(out.name)}: name the output {writable_suffixes_text()}")
     if batch < 1 or redetect < 1:
         raise FgfemError("--batch and --redetect must be at least 1")
     if encoder_preset is not None and encoder_preset not in X264_PRESETS:
@@ -104,5 +108,6 @@ def render(
         stats = render_video(editor, source, out, spec, batch=batch, intensity=intensity, mode=mode,
                              tracker_config=config, keep_audio=audio, force=force, on_frame=report,
                              encoder_preset=encoder_preset)
+    notes = escape("".join(f"; {note}" for note in stats.notes))
     console.print(f"[green]wrote[/] {describe_path(out)}: {stats.frames} frames ({stats.edited} with a face edited), "
-                  f"{stats.fps:.1f} fps, {stats.detections} full detections")
+                  f"{stats.fps:.1f} fps, {stats.detections} full detections{notes}")

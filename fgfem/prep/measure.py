@@ -81,12 +81,19 @@ def measure_paths(
 def measure_video(
     path: Path, backend: object, *, redetect_every: int = 15, on_frame: Callable[[int], None] | None = None
 ) -> Iterator[AURecord]:
-    """One record per frame with a face (the largest), landmarks smoothed over time."""
+    """One record per frame with a face (the largest), landmarks smoothed over time.
+
+    ``time_s`` is the frame's presentation time on the file's timeline (from the decoder,
+    not ``index / fps``): a variable-rate clip or one whose video starts after its audio
+    gets the times a player shows, and the smoother sees the true intervals.
+    """
     from fgfem.prep.au_estimator import estimate_aus
     from fgfem.prep.smoothing import OneEuroFilter
     from fgfem.video import iter_frames, probe_video
 
     info = probe_video(path)
+    timing = info.timing
+    assert timing is not None  # an exact probe always records it
     smoother = OneEuroFilter()
     box: np.ndarray | None = None
     for index, frame in enumerate(iter_frames(path)):
@@ -103,10 +110,11 @@ def measure_video(
             continue
         face = faces[0]
         box = face.box
-        landmarks = smoother(face.landmarks, index / info.fps)
+        time_s = timing.time_of(index)
+        landmarks = smoother(face.landmarks, time_s)
         yield AURecord(
             source=str(path), frame=index, face=0, box=tuple(float(v) for v in face.box),  # type: ignore[arg-type]
-            score=float(face.score), aus=estimate_aus(landmarks), time_s=index / info.fps,
+            score=float(face.score), aus=estimate_aus(landmarks), time_s=time_s,
         )
 
 
