@@ -63,8 +63,10 @@ def intensity_schedule(steps: Sequence[float], *, frames: int | None = None, boo
     """The intensity of every output frame, in order.
 
     ``frames`` replaces the steps by that many evenly spaced values from the first to
-    the last step (a smooth animation); ``boomerang`` plays the sequence back again
-    without repeating its two ends, so a looping GIF does not stutter.
+    the last step (a smooth animation); one frame is the full edit (intensity 1), not
+    the first step, which is usually 0 and would show the photo unedited.
+    ``boomerang`` plays the sequence back again without repeating its two ends, so a
+    looping GIF does not stutter.
     """
     values = [float(s) for s in steps]
     if not values:
@@ -74,7 +76,7 @@ def intensity_schedule(steps: Sequence[float], *, frames: int | None = None, boo
             raise FgfemError(f"--frames must be at least 1, got {frames}")
         if frames > MAX_FRAMES:
             raise FgfemError(f"--frames {frames} is more than {MAX_FRAMES}; nobody watches that many in a GIF")
-        values = [values[0]] if frames == 1 else [float(v) for v in np.linspace(values[0], values[-1], frames)]
+        values = [1.0] if frames == 1 else [float(v) for v in np.linspace(values[0], values[-1], frames)]
     if boomerang and len(values) > 2:
         values = values + values[-2:0:-1]
     return values
@@ -308,6 +310,8 @@ def save_animation(frames: Sequence[Frame], out: Path, *, fps: float = 8.0, forc
     images = [f.rgb for f in frames]
     if suffix == ".png":
         return save_image(None, strip(images, [f.label for f in frames]), out, force=force)
+    if suffix == ".gif" and len(images) == 1:
+        return save_image(None, images[0], out, force=force)  # a one-frame GIF is a still picture
     from fgfem.video import write_gif, write_mp4
 
     if suffix == ".gif":

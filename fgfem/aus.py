@@ -7,8 +7,10 @@ networks see them divided by ``AU_SCALE``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -78,15 +80,33 @@ def au_index(key: str | int) -> int:
 
 @dataclass(frozen=True)
 class AUEdit:
-    """One ``--au`` item: a relative change (``+1``/``-0.5``) or an absolute target (``3``)."""
+    """One ``--au`` item: a relative change (``+1``/``-0.5``) or an absolute target (``3``).
+
+    ``scale`` is ``--intensity`` folded into the edit, so that the 0-5 clamp of the target
+    (``relative_vector``) sees the change that is really applied, not the unscaled one.
+    """
 
     index: int
     value: float
     relative: bool
+    scale: float = 1.0
 
     @property
     def code(self) -> str:
         return AU_CODES[self.index]
+
+    @property
+    def change(self) -> float | None:
+        """The relative change asked for (value x scale); None for an absolute target (it needs the source)."""
+        return self.value * self.scale if self.relative else None
+
+
+class AUClampWarning(UserWarning):
+    """An AU target fell outside OpenFace's 0-5 scale and was clamped; ``key`` groups repeats of one request."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 _SPEC = re.compile(r"^\s*(?P<key>[A-Za-z0-9_\- ]+?)\s*[=:]\s*(?P<value>\S.*?)\s*$")
@@ -142,21 +162,69 @@ def _split_commas(spec: str) -> list[str]:
     return parts
 
 
+def scaled_edits(edits: Sequence[AUEdit], intensity: float) -> list[AUEdit]:
+    """``edits`` with ``intensity`` folded in: the clamp to 0-5 then applies to the change really made."""
+    return [dataclasses.replace(edit, scale=edit.scale * float(intensity)) for edit in edits]
+
+
+def check_combined_change(edits: Sequence[AUEdit], intensities: Iterable[float], option: str = "--intensity") -> None:
+    """Refuse a relative change whose size times an intensity is beyond +-MAX_ABS_EDIT.
+
+    Each ``--au`` is checked on its own when parsed, but ``--au 12=+10 --intensity 10``
+    asks for +100, which no face survives: the product is what the generator sees.
+    """
+    strongest = max((abs(float(k)) for k in intensities), default=0.0)
+    for edit in edits:
+        if edit.relative and abs(edit.value) * strongest > MAX_ABS_EDIT:
+            raise FgfemError(
+                f"--au {edit.code}={edit.value:+g} with {option} {strongest:g} asks for a change of "
+                f"{edit.value * strongest:+g}, outside -{MAX_ABS_EDIT:g}..+{MAX_ABS_EDIT:g}; lower one of them"
+            )
+
+
 def relative_vector(edits: Sequence[AUEdit], source: np.ndarray | None = None) -> np.ndarray:
     """The 17-vector of relative changes (0-5 scale) that ``edits`` ask of a face with AUs ``source``.
 
-    Absolute targets need the source's AUs; the target is clipped to 0-5 so that a
-    relative change never pushes an AU beyond what OpenFace could measure.
+    Absolute targets need the source's AUs. With the source known, every target is clamped
+    to 0-5 (what OpenFace can measure and the model was trained on) and an
+    ``AUClampWarning`` says what was asked and what is applied instead; an AU already
+    outside 0-5 is never pushed further out, and is never moved by a zero request.
     """
     delta = np.zeros(NUM_AUS, dtype=np.float32)
     for edit in edits:
-        if edit.relative:
-            delta[edit.index] = edit.value
-        else:
-            if source is None:
-                raise FgfemError(f"absolute {edit.code} needs the source's AUs, and none were measured")
-            delta[edit.index] = edit.value - float(source[edit.index])
+        if not edit.relative and source is None:
+            raise FgfemError(f"absolute {edit.code} needs the source's AUs, and none were measured")
+        if source is None:
+            delta[edit.index] = edit.value * edit.scale
+            continue
+        start = float(source[edit.index])
+        asked = edit.value * edit.scale if edit.relative else (edit.value - start) * edit.scale
+        delta[edit.index] = _clamped_change(edit, start, asked)
     return delta
+
+
+_CLAMP_TOLERANCE = 1e-4
+
+
+def _clamped_change(edit: AUEdit, start: float, asked: float) -> float:
+    """``asked``, cut so that ``start + change`` stays within 0-5 (or within where the AU already is)."""
+    low, high = min(AU_MIN, start), max(AU_MAX, start)
+    target = start + asked
+    if low - _CLAMP_TOLERANCE <= target <= high + _CLAMP_TOLERANCE:
+        return asked
+    applied = float(np.clip(target, low, high)) - start
+    request = f"{edit.code} {edit.value:+.2f}" if edit.relative else f"{edit.code} ={edit.value:.2f}"
+    if edit.scale != 1.0:
+        request += f" x{edit.scale:g}"
+    warnings.warn(
+        AUClampWarning(
+            f"{request} on a face at {edit.code} {start:.2f} asks for {target:.2f}: the target is clamped to "
+            f"{AU_MIN:g}..{AU_MAX:g}, so {edit.code} {applied:+.2f} is applied (to {start + applied:.2f})",
+            key=f"{request} clamped to {AU_MIN:g}..{AU_MAX:g}",
+        ),
+        stacklevel=3,
+    )
+    return applied
 
 
 def needs_source_aus(edits: Sequence[AUEdit]) -> bool:

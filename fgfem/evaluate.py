@@ -515,8 +515,9 @@ def weights_summary(path: Path, info: Any) -> dict[str, Any]:
 
 
 def resolve_weights(path: str | Path | None) -> Path:
-    """``--weights`` or the shipped default, as an existing file."""
+    """``--weights`` (a weights file, a training checkpoint or a run folder) or the shipped default, as a file."""
     from fgfem.paths import find_default_weights
+    from fgfem.weights import resolve_weights as resolve_given
 
     if path is None:
         found = find_default_weights()
@@ -524,10 +525,10 @@ def resolve_weights(path: str | Path | None) -> Path:
             raise FgfemError("no model weights found: pass --weights FILE.safetensors, set FGFEM_WEIGHTS, "
                              "or put the trained model at weights/default.safetensors")
         return found
-    path = Path(path)
-    if not path.is_file():
+    resolved = resolve_given(path)
+    if not resolved.is_file():
         raise FgfemError(f"weights file {path} does not exist")
-    return path
+    return resolved
 
 
 def evaluate(

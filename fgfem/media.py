@@ -91,6 +91,34 @@ def is_image(path: PathLike) -> bool:
     return as_path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+# Formats recognised by content when the suffix says otherwise (a JPEG saved as ``.heic``): only those
+# whose files start with a magic number, so that no other file is ever mistaken for an image.
+_SNIFFED_FORMATS: dict[str, str] = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp",
+                                    "TIFF": ".tif", "WEBP": ".webp", "PPM": ".ppm"}
+
+
+def content_format(path: PathLike) -> str | None:
+    """The image format of the file's content (``"JPEG"``, ``"PNG"``...) read from its header, or None.
+
+    Suffixes lie (phones and converters write JPEGs named ``.heic``); Pillow's header
+    check does not. Only the header is read, so this is cheap on any file.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(as_path(path), formats=("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PPM")) as im:
+                return im.format if im.format in _SNIFFED_FORMATS else None
+    except Image.DecompressionBombError:
+        return "oversized"  # an image all the same: load_image says why it is refused
+    except (OSError, ValueError, SyntaxError, EOFError):
+        return None
+
+
+def is_image_file(path: PathLike) -> bool:
+    """True for an image fgfem reads: by suffix, or by content when the suffix is not an image's."""
+    return is_image(path) or (not is_video(path) and content_format(path) is not None)
+
+
 def is_video(path: PathLike) -> bool:
     """True if the name looks like a video fgfem reads (by suffix, case-insensitive)."""
     return as_path(path).suffix.lower() in VIDEO_SUFFIXES
@@ -314,13 +342,36 @@ def _upright_exif(exif: bytes, size: tuple[int, int]) -> bytes | None:
 
 
 def check_writable(out_path: PathLike, *, force: bool) -> Path:
-    """Refuse to replace an existing file unless ``force``; return ``out_path`` as a Path."""
+    """Refuse to replace an existing file unless ``force``, or to start work whose output cannot be written.
+
+    Called before any work, so a read-only or missing-permission folder fails at once and
+    names the folder, instead of failing after the edit with the name of a temporary file.
+    """
     out = as_path(out_path)
     if out.is_dir():
         raise FgfemError(f"cannot write {describe_path(out)}: it is a folder")
     if out.exists() and not force:
         raise FgfemError(f"{describe_path(out)} already exists; pass --force to overwrite it")
+    check_folder_writable(out.parent)
     return out
+
+
+def check_folder_writable(folder: PathLike) -> Path:
+    """``folder`` (or, when it does not exist yet, the nearest folder above it) accepts new files.
+
+    Outputs are written to a temporary file beside the final name and renamed over it,
+    so the folder itself must be writable, even to replace a file that is.
+    """
+    wanted = as_path(folder) if str(folder) else Path(".")
+    existing = wanted
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise FgfemError(f"cannot write into {describe_path(wanted)}: {describe_path(existing)} is a file, "
+                         "not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FgfemError(f"cannot write into {describe_path(existing)}: permission denied (a read-only folder?)")
+    return wanted
 
 
 PNG_COMPRESS_LEVEL = 1
@@ -368,8 +419,11 @@ def save_image(
         kwargs.update(compress_level=PNG_COMPRESS_LEVEL)
     elif fmt == "GIF":
         image = image.convert("P", palette=Image.Palette.ADAPTIVE) if image.mode == "RGB" else image
-    with atomic_path(out) as tmp:
-        image.save(tmp, format=fmt, **kwargs)
+    try:
+        with atomic_path(out) as tmp:
+            image.save(tmp, format=fmt, **kwargs)
+    except OSError as problem:  # disk full, folder made read-only meanwhile: name the output, not the temp file
+        raise FgfemError(f"cannot write {describe_path(out)}: {problem.strerror or _reason(problem)}") from None
     return out
 
 
@@ -409,9 +463,10 @@ def iter_image_files(path_or_dir: PathLike, recursive: bool = False) -> list[Pat
     if not root.exists():
         raise FgfemError(f"{shown}: no such file or folder")
     if root.is_file():
-        if not is_image(root):
+        if not is_image_file(root):
             raise FgfemError(
-                f"{shown} is not an image fgfem reads (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})"
+                f"{shown} is not an image fgfem reads: neither its suffix ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+                f"nor its content (JPEG, PNG, GIF, BMP, TIFF, WebP, PPM)"
             )
         return [root]
     found: list[Path] = []
@@ -421,7 +476,7 @@ def iter_image_files(path_or_dir: PathLike, recursive: bool = False) -> list[Pat
             found.extend(Path(folder) / name for name in files if not _skipped(name))
     else:
         found = [entry for entry in root.iterdir() if not _skipped(entry.name)]
-    images = [p for p in found if is_image(p) and p.is_file()]
+    images = [p for p in found if p.is_file() and is_image_file(p)]
     return sorted(images, key=_natural_key)
 
 
@@ -443,9 +498,10 @@ def output_path_for(
     run does not pick up the first run's outputs.
     """
     src = as_path(input_path)
+    suffix = _output_suffix(src)
     if not is_batch:
         if out is None:
-            return src.with_name(f"{src.stem}{suffix_tag}{src.suffix}")
+            return src.with_name(f"{src.stem}{suffix_tag}{suffix}")
         out = as_path(out)
         return out / src.name if out.is_dir() else out
     base = as_path(root) if root is not None else src.parent
@@ -455,4 +511,11 @@ def output_path_for(
         relative = Path(src.name)
     if out is None:
         out = base.with_name(f"{base.name}{suffix_tag}")
-    return as_path(out) / relative
+    return as_path(out) / relative.with_name(relative.stem + suffix)
+
+
+def _output_suffix(src: Path) -> str:
+    """The input's suffix, unless it is no image suffix (a JPEG named ``.heic``): then its content's."""
+    if is_image(src) or not src.suffix:
+        return src.suffix
+    return _SNIFFED_FORMATS.get(content_format(src) or "", src.suffix)

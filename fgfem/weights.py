@@ -136,12 +136,63 @@ def _json_default(value: Any) -> Any:
 # ---------------------------------------------------------------------------- reading
 
 
-def read_weights_info(path: str | Path) -> WeightsInfo:
-    """Validate ``path``'s header and metadata against fgfem's networks, without loading tensors."""
+# What ``fgfem train`` writes: ``RUN/checkpoints/step-N.safetensors`` (both networks, optimisers) and,
+# at the end, ``RUN/generator.safetensors`` (``fgfem export``). Their generator tensors are prefixed so.
+RUN_EXPORT = "generator.safetensors"
+CHECKPOINT_KEY = "fgfem_checkpoint"
+CHECKPOINT_GENERATOR_PREFIX = "G/"
+
+
+def resolve_weights(path: str | Path) -> Path:
+    """The file that ``--weights PATH`` stands for: a weights file or checkpoint as given, or a run folder's newest.
+
+    A run folder of ``fgfem train`` gives its exported ``generator.safetensors`` when that was
+    exported from the newest checkpoint (it is a fraction of the size), else the newest checkpoint.
+    """
     path = Path(path)
+    if not path.is_dir():
+        return path  # a missing or damaged file is reported by whoever reads it
+    from fgfem.train.checkpoint import latest_checkpoint
+
+    newest = latest_checkpoint(path)
+    exported = path / RUN_EXPORT
+    if exported.is_file() and (newest is None or _exported_from(exported) == newest.name):
+        return exported
+    if newest is None:
+        raise FgfemError(f"{path} is a folder without checkpoints/ or {RUN_EXPORT}: give a weights file "
+                         "(.safetensors) or the run folder of fgfem train")
+    return newest
+
+
+def _exported_from(exported: Path) -> str | None:
+    """The checkpoint name an exported generator records (``fgfem export``), None when unreadable."""
+    try:
+        return read_weights_info(exported).training.get("checkpoint")
+    except FgfemError:
+        return None
+
+
+def is_training_checkpoint(path: str | Path) -> bool:
+    """True for a ``step-N.safetensors`` that ``fgfem train`` wrote (it holds the generator among the rest)."""
+    metadata = _read_header(Path(path)).get("__metadata__")
+    return isinstance(metadata, dict) and CHECKPOINT_KEY in metadata
+
+
+def read_weights_info(path: str | Path) -> WeightsInfo:
+    """Validate ``path``'s header and metadata against fgfem's networks, without loading tensors.
+
+    ``path`` may also be a training checkpoint or a run folder: its generator part is described.
+    """
+    path = resolve_weights(path)
     header = _read_header(path)
-    info = _parse_metadata(path, header.get("__metadata__"))
-    shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    metadata = header.get("__metadata__")
+    if isinstance(metadata, dict) and CHECKPOINT_KEY in metadata:
+        info = _checkpoint_metadata(path, metadata[CHECKPOINT_KEY])
+        shapes = {k.removeprefix(CHECKPOINT_GENERATOR_PREFIX): tuple(v["shape"]) for k, v in header.items()
+                  if k.startswith(CHECKPOINT_GENERATOR_PREFIX)}
+    else:
+        info = _parse_metadata(path, metadata)
+        shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
     _check_shapes(shapes, info.cfg, source=f"{path.name} (declares preset {info.cfg.name!r}, "
                                            f"conv_dim {info.cfg.conv_dim})")
     num_params = sum(_numel(shape) for shape in shapes.values())
@@ -159,24 +210,51 @@ def load_generator(
     ``preset``, if given, is the preset the caller needs (e.g. to resume training);
     a file of another preset is then an error naming both.
     """
-    path = Path(path)
+    path = resolve_weights(path)
     info = read_weights_info(path)
     if preset is not None and info.cfg.name != preset:
         raise FgfemError(
             f"{path.name} holds {info.cfg.name!r} weights (conv_dim {info.cfg.conv_dim}), "
             f"but preset {preset!r} was asked for"
         )
-    from safetensors.torch import load_file
-
-    try:
-        tensors = load_file(str(path), device="cpu")
-    except Exception as problem:  # safetensors raises its own error types for damaged files
-        raise FgfemError(f"{path} is damaged and cannot be read ({_first_line(problem)}); copy it again") from None
+    tensors = _generator_tensors(path)
     state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     with torch.device("meta"):
         generator = Generator(info.cfg)
     generator.load_state_dict(state, strict=True, assign=True)
     return generator.to(_as_device(device)).eval(), info
+
+
+def _generator_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The generator's tensors of a weights file, or of a training checkpoint (verified, then its ``G/`` part)."""
+    if is_training_checkpoint(path):
+        from fgfem.train.checkpoint import load_checkpoint
+
+        tensors = load_checkpoint(path).tensors
+        return {k.removeprefix(CHECKPOINT_GENERATOR_PREFIX): v for k, v in tensors.items()
+                if k.startswith(CHECKPOINT_GENERATOR_PREFIX)}
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as problem:  # safetensors raises its own error types for damaged files
+        raise FgfemError(f"{path} is damaged and cannot be read ({_first_line(problem)}); copy it again") from None
+
+
+def _checkpoint_metadata(path: Path, text: str) -> WeightsInfo:
+    """What a training checkpoint says about its generator: the network, and a summary like ``fgfem export``'s."""
+    try:
+        meta = json.loads(text)
+        cfg = NetConfig.from_dict(meta["net"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as problem:
+        raise FgfemError(f"{path} is an fgfem training checkpoint with unreadable metadata ({_first_line(problem)}); "
+                         "use an older checkpoint of the run") from None
+    if cfg.num_aus != len(AU_CODES):
+        raise FgfemError(f"{path} was trained with {cfg.num_aus} AUs; fgfem uses the {len(AU_CODES)} OpenFace AUs")
+    training = {"steps": meta.get("step"), "epochs": meta.get("epoch"), "images_seen": meta.get("images_seen"),
+                "checkpoint": path.name}
+    return WeightsInfo(cfg=cfg, aus=AU_CODES, crop_template=DEFAULT_CROP_TEMPLATE, training=training,
+                       version=str(meta.get("fgfem_version", __version__)), format=FORMAT)
 
 
 def describe_weights(path: str | Path) -> str:
@@ -266,8 +344,9 @@ def _looks_like_pickle(start: bytes) -> bool:
 def _parse_metadata(path: Path, metadata: Any) -> WeightsInfo:
     if not isinstance(metadata, dict) or "fgfem_format" not in metadata:
         raise FgfemError(
-            f"{path} has no fgfem metadata, so fgfem cannot tell which network it fits; "
-            f"reference .pth checkpoints are converted with: fgfem weights convert OLD.pth NEW.safetensors"
+            f"{path} has no fgfem metadata, so fgfem cannot tell which network it fits: give a file written by "
+            f"fgfem export or fgfem train (or its run folder); a reference .pth checkpoint is converted first "
+            f"with: fgfem weights convert OLD.pth NEW.safetensors"
         )
     missing = [key for key in REQUIRED_METADATA if key not in metadata]
     if missing:

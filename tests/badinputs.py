@@ -153,6 +153,36 @@ def tiny_generator_file(path: Path, *, conv_dim: int = 8, name: str = "lite") ->
     return path
 
 
+def tiny_training_run(run: Path, *, conv_dim: int = 8, step: int = 3) -> Path:
+    """A run folder as ``fgfem train`` leaves it: ``checkpoints/step-N.safetensors`` (both networks, optimisers)."""
+    import dataclasses
+
+    import torch
+
+    from fgfem.nets import Critic, Generator
+    from fgfem.nets.config import get_preset
+    from fgfem.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(1)
+    cfg = dataclasses.replace(get_preset("lite"), conv_dim=conv_dim, critic_dim=8)
+    generator, critic = Generator(cfg), Critic(cfg)
+    meta = {"step": step, "epoch": 0, "images_seen": 2 * step, "config": {}, "net": cfg.to_dict(), "data": {}}
+    return save_checkpoint(run, generator=generator, critic=critic, opt_g=torch.optim.Adam(generator.parameters()),
+                           opt_d=torch.optim.Adam(critic.parameters()), meta=meta, keep_last=2)
+
+
+def face_in_large_photo(samples: Path, *, face_px: int = 60, width: int = 2000) -> Image.Image:
+    """A real face about ``face_px`` across in a ``width`` px photo (a real landscape as background).
+
+    The 512 px portrait's face spans about half of it, so the portrait is pasted at twice ``face_px``.
+    """
+    height = width * 3 // 4
+    scene = Image.open(samples / "pyfeat" / "free-mountain-vector-01.jpg").convert("RGB").resize((width, height))
+    side = 2 * face_px
+    scene.paste(face_photo(samples).resize((side, side), Image.Resampling.LANCZOS), (width // 3, height // 4))
+    return scene
+
+
 # ------------------------------------------------------------------------------------------ builders
 def _image_cases(root: Path, samples: Path) -> list[Case]:
     face = small_face_photo(samples)
@@ -205,10 +235,16 @@ def _image_cases(root: Path, samples: Path) -> list[Case]:
     add("png-named-jpg", good_png, "really_a_png.jpg", "ok")
     add("garbage-bytes", np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
         "noise.png", "error")
-    # folders and `edit` pick photos by suffix; a file named explicitly elsewhere is read by content
-    add("wrong-suffix", good_jpeg, "face.txt", "either", "not an image suffix", edit="error", aus="error",
-        prep="error")
+    # edit and aus read a photo whose suffix is no image's by its content; prep picks photos by suffix
+    add("wrong-suffix", good_jpeg, "face.txt", "ok", "not an image suffix", prep="error")
     add("huge-strip", png_bytes(Image.new("RGB", (60000, 1), (90, 90, 90))), "strip.png", "error")
+    # a JPEG named .heic (phones and converters write them): read by its content, the output named .jpg
+    add("jpeg-named-heic", good_jpeg, "photo.heic", "ok", "decided by content", prep="either")
+    # the face upside down: "no upright face found (rotated photo?)"
+    add("upside-down-face", jpeg_bytes(face.transpose(Image.Transpose.ROTATE_180)), "upside_down.jpg", "error")
+    # a 60 px face in a 2000 px photo: found since the scan scale follows the photo's size
+    add("small-face-large-photo", jpeg_bytes(face_in_large_photo(samples)), "small_face.jpg", "ok",
+        "60 px face, 2000 px photo", prep="either")
     made.append(Case("missing-file", "image", "error", str(folder / "does_not_exist.jpg")))
     (folder / "a_folder.jpg").mkdir(exist_ok=True)
     made.append(Case("folder-named-jpg", "image", "error", str(folder / "a_folder.jpg"),
@@ -290,8 +326,11 @@ def _au_cases() -> list[Case]:
         "au-not-a-number": ("--au", "12=+lots"),
         "intensity-nan": ("--au", "12=+1", "--intensity", "nan"),
         "intensity-inf": ("--au", "12=+1", "--intensity", "inf"),
+        "au-times-intensity-out-of-range": ("--au", "12=+10", "--intensity", "10"),
+        "fps-zero": ("--au", "12=+1", "--fps", "0"),
     }
-    only = {"intensity-nan": ("edit", "render"), "intensity-inf": ("edit", "render")}
+    only = {"intensity-nan": ("edit", "render"), "intensity-inf": ("edit", "render"),
+            "au-times-intensity-out-of-range": ("edit",), "fps-zero": ("interpolate",)}
     return [Case(name, "au", "error", args=args, only=only.get(name, ())) for name, args in specs.items()]
 
 
@@ -329,7 +368,12 @@ def _weights_cases(root: Path) -> list[Case]:
         "weights-no-metadata": "no_metadata.safetensors",
         "weights-missing": "missing.safetensors",
     }
-    return [Case(name, "weights", "error", str(folder / file)) for name, file in names.items()]
+    cases = [Case(name, "weights", "error", str(folder / file)) for name, file in names.items()]
+    # what fgfem train itself writes works wherever --weights is taken; convert is for reference .pth files
+    checkpoint = tiny_training_run(folder / "run")
+    for name, path in (("weights-train-checkpoint", checkpoint), ("weights-run-folder", folder / "run")):
+        cases.append(Case(name, "weights", "ok", str(path), expect_by_command={"weights-convert": "error"}))
+    return cases
 
 
 def _dataset_cases(root: Path, samples: Path) -> list[Case]:

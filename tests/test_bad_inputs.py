@@ -159,7 +159,8 @@ def check(case: Case, command: str, corpus: Corpus, tmp_path: Path, capsys: pyte
 # against `edit` and `aus` only (the two readers every other image command shares), the rest in --runslow.
 EXPENSIVE = {"png-16bit-grey", "cmyk-jpeg", "rgba-png", "greyscale-jpeg", "palette-png", "exif-rotated",
              "animated-gif", "thirty-faces", "png-named-jpg", "non-utf8-name", "mixed-folder", "video-no-face",
-             "video-truncated", "dataset-extra-header-column"}
+             "video-truncated", "dataset-extra-header-column", "jpeg-named-heic", "small-face-large-photo",
+             "weights-train-checkpoint", "weights-run-folder"}
 CHEAP_COMMANDS_FOR_EXPENSIVE = {"edit", "aus", "render", "train", "eval"}
 
 
@@ -181,12 +182,14 @@ def _case_list() -> list[Case]:
         "image": ["empty-file", "text-as-jpg", "truncated-jpeg", "truncated-png", "png-16bit-grey", "cmyk-jpeg",
                   "rgba-png", "greyscale-jpeg", "palette-png", "exif-rotated", "one-pixel", "bomb-20000x20000",
                   "animated-gif", "face-too-small", "no-face", "thirty-faces", "png-named-jpg", "garbage-bytes",
-                  "wrong-suffix", "huge-strip", "missing-file", "folder-named-jpg", "non-utf8-name"],
+                  "wrong-suffix", "huge-strip", "jpeg-named-heic", "upside-down-face", "small-face-large-photo",
+                  "missing-file", "folder-named-jpg", "non-utf8-name"],
         "folder": ["mixed-folder", "empty-folder", "folder-all-bad"],
         "video": ["video-random-bytes", "video-empty-file", "video-text", "video-truncated", "video-audio-only",
                   "video-missing", "video-no-face"],
         "weights": ["weights-truncated", "weights-empty", "weights-pickle-disguised", "weights-plain-pickle",
-                    "weights-header-lies", "weights-other-preset", "weights-no-metadata", "weights-missing"],
+                    "weights-header-lies", "weights-other-preset", "weights-no-metadata", "weights-missing",
+                    "weights-train-checkpoint", "weights-run-folder"],
         "dataset": ["dataset-missing-au-column", "dataset-extra-header-column", "dataset-row-with-extra-field",
                     "dataset-nan-aus", "dataset-text-aus", "dataset-empty-csv", "dataset-header-only",
                     "dataset-missing-image", "dataset-corrupt-image", "dataset-binary-csv",

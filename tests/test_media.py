@@ -308,7 +308,7 @@ def test_failed_write_leaves_nothing(face: np.ndarray, tmp_path: Path, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(FgfemError, match="cannot write .*out.jpg: disk full"):  # the output's name, not the temp's
         save_image(None, face, tmp_path / "out.jpg")
     assert list(tmp_path.iterdir()) == []
 

@@ -18,7 +18,8 @@ def aus_command(
     source: Path = typer.Argument(..., help="A photo, a folder of photos, or a video."),
     out: Path | None = typer.Option(None, "-o", "--out", help="Write the table to a .csv or .json file."),
     plot: Path | None = typer.Option(None, "--plot", help="Video only: AU curves over time as a PNG."),
-    face: str = typer.Option("all", "--face", help="Which faces: all, largest, or an index (0 = largest)."),
+    face: str = typer.Option("all", "--face", help="Which faces: all, largest, or N; faces are numbered 0, 1, ... "
+                                                   "left to right, as in the table and as edit --face counts."),
     backend: str = typer.Option("auto", "--backend", help="Face backend: auto, dlib or fan."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
 ) -> None:

@@ -7,6 +7,7 @@ are defined here once and reused by ``interpolate`` and ``render``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,10 +16,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fgfem.cli.app import app, console, err_console
 from fgfem.cli.options import PRECISION_OPTION
-from fgfem.errors import FgfemError
+from fgfem.errors import FgfemError, NoFaceError
 
 if TYPE_CHECKING:
-    from fgfem.editor import Editor
+    import numpy as np
+
+    from fgfem.aus import AUEdit
+    from fgfem.editor import Editor, EditResult, EditSpec, FileOutputs
 
 AU_OPTION = typer.Option(
     None, "--au", "-a",
@@ -32,10 +36,16 @@ EXPRESSION_OPTION = typer.Option(
     help="Emotion preset measured on real posed faces: happy, sad, surprise, anger, disgust, fear (=WEIGHT scales "
          "it, e.g. happy=0.8) or neutral; with --au, the --au value wins for its AU. Repeatable.",
 )
-WEIGHTS_OPTION = typer.Option(None, "--weights", "-w", help="Model file (.safetensors); default: the shipped model.")
+WEIGHTS_OPTION = typer.Option(
+    None, "--weights", "-w",
+    help="Model: a .safetensors file, a checkpoint of fgfem train, or its run folder; default: the shipped model.",
+)
 DEVICE_OPTION = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 BACKEND_OPTION = typer.Option("auto", "--backend", help="Face landmark backend: auto, dlib or fan.")
-FACE_OPTION = typer.Option("largest", "--face", help="Which faces to edit: largest, all, or N (0 = leftmost).")
+FACE_OPTION = typer.Option(
+    "largest", "--face",
+    help="Which faces: largest, all, or N; faces are numbered 0, 1, ... left to right, as fgfem aus lists them.",
+)
 MODE_OPTION = typer.Option(
     "delta", "--mode", help="delta: paste the change G(x,r)-G(x,0) (keeps photo detail); crop: paste G(x,r) itself.",
 )
@@ -50,13 +60,55 @@ def check_intensity(value: float) -> float:
 
 
 def load_editor(weights: Path | None, device: str, backend: str, precision: str = "auto") -> Editor:
-    """Load the model once, with a status line (it is the slow part of a single edit)."""
+    """Load the model once, with a status line (it is the slow part of a single edit).
+
+    ``weights`` may be a run folder or a checkpoint of ``fgfem train``: it is resolved to the file here.
+    """
     from fgfem.cli.options import check_precision
     from fgfem.editor import Editor
+    from fgfem.weights import resolve_weights
 
     precision = check_precision(precision)
+    path = resolve_weights(weights) if weights is not None else None
     with console.status("loading the model"):
-        return Editor.from_weights(weights, device=device, backend=backend, precision=precision)
+        return Editor.from_weights(path, device=device, backend=backend, precision=precision)
+
+
+def scaled_spec(edits: list[AUEdit] | None, intensity: float) -> tuple[list[AUEdit] | None, float]:
+    """``--au`` edits with ``--intensity`` folded in (and intensity 1 left to apply), checked as a whole.
+
+    Folding it in lets the 0-5 clamp see the change really applied; ``--target`` keeps its intensity.
+    """
+    from fgfem.aus import check_combined_change, scaled_edits
+
+    if not edits:
+        return edits, intensity
+    check_combined_change(edits, [intensity])
+    return scaled_edits(edits, intensity), 1.0
+
+
+def explain_no_face(problem: NoFaceError, editor: Editor, rgb: Callable[[], np.ndarray]) -> NoFaceError:
+    """The editor's plain "no face found" made specific: a rotated photo, or the smallest face findable here.
+
+    Other "no face" errors (a ``--target`` image's) pass through; ``rgb`` is only called for the plain one.
+    """
+    from fgfem.prep.faces import no_face_message
+
+    if not str(problem).startswith("no face found in the image"):
+        return problem
+    return NoFaceError(no_face_message(editor.backend, rgb()))
+
+
+def edit_one(editor: Editor, src: Path, dest: Path, spec: EditSpec, **options: object) -> tuple[FileOutputs,
+                                                                                               EditResult]:
+    """``edit_file``, with a "no face" error that says why."""
+    from fgfem.editor import edit_file
+    from fgfem.media import load_image
+
+    try:
+        return edit_file(editor, src, dest, spec, **options)  # type: ignore[arg-type]
+    except NoFaceError as problem:
+        raise explain_no_face(problem, editor, lambda: load_image(src).rgb) from None
 
 
 @app.command()
@@ -88,47 +140,69 @@ def edit(
       [bold]fgfem edit photos/ --au 12=+1.5 --face all -o edited/[/]
     """
     from fgfem.aus import format_edits
-    from fgfem.editor import check_mode, edit_file, load_target
-    from fgfem.media import describe_path, iter_image_files, output_path_for
+    from fgfem.editor import check_mode, load_target
+    from fgfem.media import check_folder_writable, check_writable, describe_path, iter_image_files, output_path_for
     from fgfem.presets import check_edit_sources, edits_from_options
 
     check_edit_sources(au, expression, target)
     edits = edits_from_options(au, expression)
     check_mode(mode)
     check_intensity(intensity)
+    scaled, left = scaled_spec(edits, intensity)
     files = iter_image_files(source)
     if not files:
         raise FgfemError(f"{describe_path(source)} holds no images to edit")
     batch = source.is_dir()
+    # Where the outputs go is checked before the model loads: a read-only folder fails at once.
+    dest = output_path_for(files[0], out, is_batch=batch, root=source if batch else None)
+    if batch:
+        check_folder_writable(dest.parent)
+    else:
+        check_writable(dest, force=force)
     editor = load_editor(weights, device, backend, precision)
-    spec = edits if edits is not None else load_target(editor, target)
+    spec = scaled if scaled is not None else load_target(editor, target)
     what = format_edits(edits) if edits else f"expression of {describe_path(target.name)}"
+    what += f" x{intensity:g}" if intensity != 1 else ""
+    options = {"intensity": left, "face": face, "mode": mode, "crop": crop, "compare": compare, "force": force}
     if not batch:
-        dest = output_path_for(files[0], out, is_batch=False)
-        written, result = edit_file(editor, files[0], dest, spec, intensity=intensity, face=face, mode=mode,
-                                    crop=crop, compare=compare, force=force)
-        console.print(f"[green]wrote[/] {describe_path(dest)} ({len(result.faces)} face(s), {what}"
-                      f"{f' x{intensity:g}' if intensity != 1 else ''})")
+        written, result = edit_one(editor, files[0], dest, spec, **options)
+        console.print(f"[green]wrote[/] {describe_path(dest)} ({len(result.faces)} face(s), {what})")
         for extra in written.all()[1:]:
             console.print(f"[green]wrote[/] {describe_path(extra)}")
         return
+    edit_folder(editor, files, source, out, spec, what, options)
+
+
+def edit_folder(editor: Editor, files: list[Path], source: Path, out: Path | None, spec: EditSpec, what: str,
+                options: dict[str, object]) -> None:
+    """Edit every photo of a folder with a progress bar; a bad file is skipped with its reason.
+
+    Outputs that exist already are kept and counted apart (a rerun is not a failure); exit 1
+    only when some photo could not be edited.
+    """
+    from fgfem.media import describe_path, output_path_for
+
     failures: list[tuple[Path, str]] = []
+    existing = 0
     with Progress(TextColumn("[bold]edit"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   TextColumn("{task.fields[name]}"), console=err_console, transient=False) as progress:
         task = progress.add_task("edit", total=len(files), name="")
         for src in files:
             progress.update(task, name=describe_path(src.name))
             dest = output_path_for(src, out, is_batch=True, root=source)
-            try:
-                edit_file(editor, src, dest, spec, intensity=intensity, face=face, mode=mode,
-                          crop=crop, compare=compare, force=force)
-            except FgfemError as problem:
-                failures.append((src, str(problem)))
-                progress.console.print(f"[yellow]skipped[/] {describe_path(src)}: {describe_path(str(problem))}")
+            if dest.exists() and not options["force"]:
+                existing += 1
+            else:
+                try:
+                    edit_one(editor, src, dest, spec, **options)
+                except FgfemError as problem:
+                    failures.append((src, str(problem)))
+                    progress.console.print(f"[yellow]skipped[/] {describe_path(src)}: {describe_path(str(problem))}")
             progress.advance(task)
-    done = len(files) - len(failures)
+    done = len(files) - len(failures) - existing
     folder = output_path_for(files[0], out, is_batch=True, root=source).parent
     console.print(f"edited {done} of {len(files)} photo(s) into {describe_path(folder)} ({what})"
+                  + (f"; {existing} skipped (exist; --force to redo)" if existing else "")
                   + (f"; [red]{len(failures)} failed[/]" if failures else ""))
     if failures:
         raise typer.Exit(code=1)

@@ -17,10 +17,20 @@ from fgfem.cli.edit import (
     MODE_OPTION,
     TARGET_OPTION,
     WEIGHTS_OPTION,
+    explain_no_face,
     load_editor,
 )
 from fgfem.cli.options import PRECISION_OPTION
-from fgfem.errors import FgfemError
+from fgfem.errors import FgfemError, NoFaceError
+
+MAX_FPS = 120.0
+
+
+def check_fps(fps: float) -> float:
+    """Refuse a frame rate no player shows, before the model loads (a GIF or MP4 needs one above 0)."""
+    if not (0 < fps <= MAX_FPS):
+        raise FgfemError(f"--fps {fps:g} must be greater than 0 and at most {MAX_FPS:g}")
+    return fps
 
 
 @app.command()
@@ -34,9 +44,11 @@ def interpolate(
         None, "--steps", "-s",
         help="Intensities, comma-separated. Default 0,0.5,0.75,1,1.25; with --grid, AU changes 0,1,2,3,4.",
     ),
-    frames: int | None = typer.Option(None, "--frames", "-n", help="N evenly spaced intensities, first to last step."),
+    frames: int | None = typer.Option(
+        None, "--frames", "-n", help="N evenly spaced intensities, first to last step; 1 = the full edit (x1).",
+    ),
     boomerang: bool = typer.Option(False, "--boomerang", help="Play forwards then backwards (a seamless loop)."),
-    fps: float = typer.Option(8.0, "--fps", help="Frames per second of a GIF or MP4."),
+    fps: float = typer.Option(8.0, "--fps", help="Frames per second of a GIF or MP4 (above 0, at most 120)."),
     full: bool = typer.Option(False, "--full", help="Show the whole photo instead of a view around the face."),
     size: int = typer.Option(256, "--size", help="Side in pixels of the view around the face."),
     grid: bool = typer.Option(False, "--grid", help="The paper's figure: rows of AUs x columns of changes (PNG)."),
@@ -67,11 +79,12 @@ def interpolate(
         parse_steps,
         save_animation,
     )
-    from fgfem.aus import au_index
+    from fgfem.aus import au_index, check_combined_change
     from fgfem.editor import check_mode, load_target
     from fgfem.media import check_writable, describe_path, load_image, save_image
 
     check_mode(mode)
+    check_fps(fps)
     if not 16 <= size <= 2048:
         raise FgfemError(f"--size {size} must be between 16 and 2048 pixels")
     if grid:
@@ -96,12 +109,17 @@ def interpolate(
     check_edit_sources(au, expression, target)
     edits = edits_from_options(au, expression)
     schedule = intensity_schedule(parse_steps(steps) if steps else DEFAULT_STEPS, frames=frames, boomerang=boomerang)
+    if edits:
+        check_combined_change(edits, schedule, option="--steps" if steps else "an intensity of")
     check_writable(out, force=force)
     editor = load_editor(weights, device, backend, precision)
     spec = edits if edits is not None else load_target(editor, target)
+    rgb = load_image(source).rgb
     with console.status(f"rendering {len(schedule)} frames"):
-        rendered = interpolation_frames(editor, load_image(source).rgb, spec, schedule, face=face, mode=mode,
-                                        full=full, size=size)
+        try:
+            rendered = interpolation_frames(editor, rgb, spec, schedule, face=face, mode=mode, full=full, size=size)
+        except NoFaceError as problem:
+            raise explain_no_face(problem, editor, lambda: rgb) from None
         save_animation(rendered, out, fps=fps, force=force)
     console.print(f"[green]wrote[/] {describe_path(out)} ({len(rendered)} frames, intensities "
                   f"{schedule[0]:g}..{max(schedule):g})")

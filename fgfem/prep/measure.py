@@ -41,18 +41,22 @@ class Skipped:
 
 
 def measure_image(rgb: np.ndarray, source: str, backend: object, which: str = "all") -> list[AURecord]:
-    """AUs for the selected faces of one RGB image (largest first)."""
-    from fgfem.prep.au_estimator import estimate_aus
-    from fgfem.prep.faces import select_faces
+    """AUs for the selected faces of one RGB image, left to right, each with its ``--face`` number.
 
-    faces = select_faces(backend.detect(rgb), which)  # type: ignore[attr-defined]
-    if not faces:
+    A face keeps the number it has among *all* faces of the image whatever ``which`` keeps, so
+    ``aus --face 1`` reports the row that ``aus`` labels face 1, and ``edit --face 1`` edits it.
+    """
+    from fgfem.prep.au_estimator import estimate_aus
+    from fgfem.prep.faces import numbered_faces
+
+    chosen = numbered_faces(backend.detect(rgb), which)  # type: ignore[attr-defined]
+    if not chosen:
         return []
-    aus = estimate_aus(np.stack([f.landmarks for f in faces]))
+    aus = estimate_aus(np.stack([face.landmarks for _, face in chosen]))
     return [
-        AURecord(source=source, frame=None, face=i, box=tuple(float(v) for v in f.box),  # type: ignore[arg-type]
-                 score=float(f.score), aus=aus[i])
-        for i, f in enumerate(faces)
+        AURecord(source=source, frame=None, face=number, box=tuple(float(v) for v in face.box),  # type: ignore[arg-type]
+                 score=float(face.score), aus=aus[row])
+        for row, (number, face) in enumerate(chosen)
     ]
 
 
@@ -61,6 +65,7 @@ def measure_paths(
 ) -> tuple[list[AURecord], list[Skipped]]:
     """AUs for a list of photos; unreadable files and photos without a face are reported, not fatal."""
     from fgfem.media import load_image
+    from fgfem.prep.faces import no_face_message
 
     records: list[AURecord] = []
     skipped: list[Skipped] = []
@@ -68,12 +73,13 @@ def measure_paths(
         if on_file:
             on_file(path)
         try:
-            found = measure_image(load_image(path).rgb, str(path), backend, which)
+            rgb = load_image(path).rgb
+            found = measure_image(rgb, str(path), backend, which)
         except FgfemError as problem:
             skipped.append(Skipped(str(path), str(problem)))
             continue
         if not found:
-            skipped.append(Skipped(str(path), "no face found"))
+            skipped.append(Skipped(str(path), no_face_message(backend, rgb)))  # type: ignore[arg-type]
         records.extend(found)
     return records, skipped
 

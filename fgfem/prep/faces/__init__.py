@@ -18,7 +18,8 @@ from fgfem.prep.faces.base import BackendStatus, Face, FaceBackend, box_iou
 BACKENDS = ("dlib", "fan")
 
 __all__ = ["BACKENDS", "BackendStatus", "Face", "FaceBackend", "backend_status", "box_iou", "get_backend",
-           "detect_faces", "resolve_backend_name", "select_faces"]
+           "detect_faces", "no_face_message", "numbered_faces", "resolve_backend_name", "rotated_face",
+           "select_faces"]
 
 
 def backend_status() -> list[BackendStatus]:
@@ -71,19 +72,27 @@ def detect_faces(backend: FaceBackend, rgb: np.ndarray, which: str = "largest") 
 
 
 def select_faces(faces: list[Face], which: str = "largest") -> list[Face]:
-    """The faces chosen by ``--face largest|all|N``.
+    """The faces chosen by ``--face largest|all|N``, in left-to-right order (see ``numbered_faces``)."""
+    return [face for _number, face in numbered_faces(faces, which)]
 
-    ``N`` counts from 0, **left to right** by box centre: that is how a person points at
-    a face in a group photo, and unlike size order it does not change when two faces
-    are nearly the same size. ``all`` keeps the backend's order (largest first).
+
+def numbered_faces(faces: list[Face], which: str = "largest") -> list[tuple[int, Face]]:
+    """The faces chosen by ``--face largest|all|N``, each with its number, left to right.
+
+    Faces are numbered from 0, **left to right** by box centre, in every command (``edit``,
+    ``aus``, ``render``): that is how a person points at a face in a group photo, and
+    unlike size order it does not change when two faces are nearly the same size. So
+    ``--face 2`` edits the face that ``fgfem aus`` lists as face 2, and ``largest`` keeps
+    the number it has among all faces.
     An empty input gives an empty list (the caller decides whether that is an error);
     an ``N`` beyond the faces found is an FgfemError.
     """
     spec = str(which).strip().lower()
+    ordered = list(enumerate(sorted(faces, key=lambda f: float(f.center[0]))))
     if spec == "all":
-        return list(faces)
+        return ordered
     if spec == "largest":
-        return sorted(faces, key=lambda f: f.size, reverse=True)[:1]
+        return sorted(ordered, key=lambda item: item[1].size, reverse=True)[:1]
     try:
         index = int(spec)
     except ValueError:
@@ -92,4 +101,38 @@ def select_faces(faces: list[Face], which: str = "largest") -> list[Face]:
         return []
     if not 0 <= index < len(faces):
         raise FgfemError(f"--face {index}: only {len(faces)} face(s) found, numbered 0-{len(faces) - 1} left to right")
-    return [sorted(faces, key=lambda f: float(f.center[0]))[index]]
+    return [ordered[index]]
+
+
+# Quarter turns (numpy's rot90 ``k``) a sideways or upside-down photo needs to show an upright face.
+_ROTATIONS = {2: "upside down", 1: "on its side", 3: "on its side"}
+
+
+def no_face_message(backend: FaceBackend, rgb: np.ndarray) -> str:
+    """Why no face was found in ``rgb``, for the one-line error: a rotated photo, or the smallest face findable.
+
+    Only called after a detection came back empty, so the extra work (three detections on
+    a small rotated copy) costs nothing on photos that have a face.
+    """
+    turned = rotated_face(backend, rgb)
+    if turned is not None:
+        return (f"no upright face found (rotated photo? a face shows when the photo is turned {turned}); "
+                "rotate it upright or fix its EXIF orientation")
+    smallest = backend.smallest_face(rgb.shape)
+    size = f"; faces smaller than about {smallest:.0f} px across are not found in a photo this size" if smallest else ""
+    return f"no face found in the image (try a larger, frontal, well-lit face, or --backend fan{size})"
+
+
+def rotated_face(backend: FaceBackend, rgb: np.ndarray, long_side: int = 640) -> str | None:
+    """How the photo is turned if a face appears once it is rotated by a quarter or half turn, else None."""
+    from PIL import Image
+
+    array = np.ascontiguousarray(np.asarray(rgb)[..., :3])
+    if max(array.shape[:2]) > long_side:
+        scale = long_side / max(array.shape[:2])
+        size = (max(1, round(array.shape[1] * scale)), max(1, round(array.shape[0] * scale)))
+        array = np.asarray(Image.fromarray(array).resize(size, Image.Resampling.BILINEAR))
+    for turns, how in _ROTATIONS.items():
+        if backend.detect_largest(np.ascontiguousarray(np.rot90(array, turns))):
+            return how
+    return None

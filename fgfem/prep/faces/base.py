@@ -86,6 +86,13 @@ class FaceBackend(ABC):
         """
         return self.detect(rgb)
 
+    def smallest_face(self, shape: tuple[int, ...]) -> float | None:
+        """About the smallest face (px across, landmark extent) found in an image of ``shape``; None if unknown.
+
+        For the "no face found" message: it tells a user whether the face was simply too small.
+        """
+        return None
+
     @abstractmethod
     def landmarks_for_boxes(self, rgb: np.ndarray, boxes: Sequence[np.ndarray]) -> list[Face]:
         """One Face per box (x0, y0, x1, y1[, score]), same order; the box is used as given."""
