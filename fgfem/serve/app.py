@@ -130,7 +130,7 @@ def build_app(
                 after: face_view(image, faces),
                 result: preview(image),
                 command: session.command(state, weights),
-                status: f"{session.file_name}: {edits} x{state.intensity:g} · update {session.renders} in "
+                status: f"{one_line(session.file_name)}: {edits} x{state.intensity:g} · update {session.renders} in "
                         f"{session.last_seconds:.2f} s{note}",
             }
 
@@ -152,7 +152,7 @@ def build_app(
                 return opened(path, name)
             except FgfemError as problem:
                 current = session_or_none(key)
-                kept = f" (still editing {current.file_name})" if current is not None else ""
+                kept = f" (still editing {one_line(current.file_name)})" if current is not None else ""
                 return {status: f"**error:** {one_line(str(problem))}{kept}"}
 
         def opened(path: Path, name: str) -> dict[Any, Any]:

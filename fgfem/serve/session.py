@@ -105,6 +105,12 @@ def display_name(name: str, fallback: str = "photo") -> tuple[str, str]:
     return stem, suffix
 
 
+def source_name(name: str) -> str:
+    """The uploaded file's base name as the user knows it (for the command line): no folders, no control chars."""
+    base = Path(str(name).replace("\\", "/")).name
+    return "".join(ch for ch in base if ch.isprintable())[:128] or "photo"
+
+
 def png_bit_depth(path: Path) -> int | None:
     """Bits per channel from a PNG header (PIL opens 16-bit colour PNGs as 8-bit RGB and does not say)."""
     with open(path, "rb") as handle:
@@ -123,6 +129,7 @@ class PhotoSession:
     suffix: str
     loaded: LoadedImage
     note: str
+    original: str = ""  # the client's own file name, for the command line
     faces_by_choice: dict[str, list[Face]] = field(default_factory=dict)
     numbered: list[Face] = field(default_factory=list)  # left to right: number N is ``--face N``
     renders: int = 0
@@ -137,7 +144,7 @@ class PhotoSession:
 
     @property
     def file_name(self) -> str:
-        return f"{self.stem}{self.suffix}"
+        return self.original or f"{self.stem}{self.suffix}"
 
     @property
     def face_choices(self) -> list[str]:
@@ -174,7 +181,7 @@ class PhotoSession:
 
     def command(self, state: EditState, weights: str | None = None) -> str:
         """The ``fgfem edit`` line that writes what "download" gives."""
-        parts = ["fgfem", "edit", self.file_name, *(f"--au {spec}" for spec in state.au_specs())]
+        parts = ["fgfem", "edit", shlex.quote(self.file_name), *(f"--au {spec}" for spec in state.au_specs())]
         if state.intensity != 1:
             parts.append(f"--intensity {_number(state.intensity)}")
         if state.face != "largest":
@@ -186,7 +193,7 @@ class PhotoSession:
 
     def sweep_command(self, state: EditState, weights: str | None = None) -> str:
         """The ``fgfem interpolate`` line that writes what the sweep GIF shows."""
-        parts = ["fgfem", "interpolate", self.file_name, *(f"--au {spec}" for spec in state.au_specs()),
+        parts = ["fgfem", "interpolate", shlex.quote(self.file_name), *(f"--au {spec}" for spec in state.au_specs()),
                  f"--steps 0,{_number(state.intensity)}", f"--frames {SWEEP_FRAMES}", "--boomerang"]
         if state.face != "largest":
             parts.append(f"--face {state.face}")
@@ -263,7 +270,7 @@ def open_upload(editor: Editor, path: Path, name: str, limits: UploadLimits) -> 
     if not suffix or suffix == ".jpe":
         suffix = {"JPEG": ".jpg", "MPO": ".jpg"}.get(loaded.format, f".{loaded.format.lower()}")
     session = PhotoSession(token=secrets.token_urlsafe(16), stem=stem, suffix=suffix, loaded=loaded,
-                           note="; ".join(notes))
+                           note="; ".join(notes), original=source_name(name))
     try:
         session.faces_by_choice["largest"] = editor.find_faces(loaded.rgb, "largest")
     except NoFaceError:
