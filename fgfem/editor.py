@@ -28,7 +28,10 @@ from fgfem.errors import FgfemError, NoFaceError
 from fgfem.perf import FastGenerator, choose_plan
 
 if TYPE_CHECKING:
+    from fgfem.prep.align import AlignedBatch
     from fgfem.prep.faces import Face, FaceBackend
+    from fgfem.rig.field import CropField
+    from fgfem.rig.model import AURig
 
 
 @dataclass(frozen=True)
@@ -108,9 +111,16 @@ class Editor:
         max_batch: int = 32,
         weights_info: Any = None,
         precision: str = "auto",
+        rig: AURig | None = None,
     ) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.generator = generator.to(self.device.device).eval()
+        # With a rig the geometry is the rig's (a dense field applied to the photo at full
+        # resolution) and the generator only adds appearance on the rig-warped crop, so a
+        # generator's own warp is switched off (``lite``); ``paper`` has none.
+        self.rig = rig
+        if rig is not None and hasattr(self.generator, "own_warp"):
+            self.generator.own_warp = False
         # The path `fgfem info` reports: on CUDA cuDNN autotuning, channels_last, bf16 and CUDA
         # graphs (measured 11-26x the one-face eager baseline on an H200); on CPU plain fp32.
         self.plan = choose_plan(self.device, precision=precision)
@@ -132,6 +142,7 @@ class Editor:
     ) -> Editor:
         """Load the generator from a safetensors file (default: the shipped weights)."""
         from fgfem.paths import find_default_weights
+        from fgfem.rig.model import load_rig
         from fgfem.weights import load_generator
 
         if path is None:
@@ -146,6 +157,7 @@ class Editor:
             raise FgfemError(f"weights file {path} does not exist")
         choice = resolve_device(device)
         generator, info = load_generator(path, choice.device)
+        kwargs.setdefault("rig", load_rig(path) if path.is_file() else None)
         return cls(generator, image_size=info.cfg.image_size, device=choice, backend=backend,
                    weights_info=info, precision=precision, **kwargs)
 
@@ -167,6 +179,16 @@ class Editor:
         if not faces:
             raise NoFaceError("no face found in the image (try a larger, frontal, well-lit face, or --backend fan)")
         return list(faces)
+
+    @staticmethod
+    def raw_aus(faces: Sequence[Face]) -> np.ndarray:
+        """F x 17 AU readings before the 0-5 clip (what the rig must move from)."""
+        from fgfem.prep.au_estimator import raw_aus
+
+        if not faces:
+            return np.zeros((0, NUM_AUS), dtype=np.float64)
+        landmarks = np.stack([np.asarray(f.landmarks, dtype=np.float64) for f in faces])
+        return np.asarray(raw_aus(landmarks), dtype=np.float64).reshape(len(faces), NUM_AUS)
 
     @staticmethod
     def measure_aus(faces: Sequence[Face]) -> np.ndarray:
@@ -260,6 +282,60 @@ class Editor:
         ) if where else out.new_zeros((0, *reference.shape))
         return edited, reference
 
+    # ----------------------------------------------------------------- geometry (the rig)
+    def geometry(self, aligned: AlignedBatch, deltas: np.ndarray) -> list[CropField | None]:
+        """Each face's dense field for these AU changes (F x 17, 0-5 scale); all None without a rig.
+
+        The rig moves each landmark so that the estimator reads the clipped target
+        ``clip(shown + delta, 0, 5)`` back: from the face's *unclipped* reading, so a face
+        whose AU12 reads below zero (shown as 0) still smiles by what was asked.
+        """
+        if self.rig is None or len(aligned) == 0:
+            return [None] * len(aligned)
+        from fgfem.prep.align import landmarks_in_crop
+        from fgfem.rig.field import landmark_field
+
+        raw = self.raw_aus(aligned.faces)
+        shown = np.clip(raw, 0.0, 5.0)
+        target = np.clip(shown + np.asarray(deltas, dtype=np.float64), 0.0, 5.0)
+        # Where the target is 0 the reading only has to reach 0 (or stay below it).
+        change = np.where(target > 0, target - raw, np.minimum(target - raw, 0.0))
+        change[np.abs(np.asarray(deltas)) == 0] = 0.0
+        landmarks = np.stack([f.landmarks for f in aligned.faces]).astype(np.float64)
+        motion = self.rig.image_motion(landmarks, change)
+        fields: list[CropField | None] = []
+        for index, face in enumerate(aligned.faces):
+            linear = np.asarray(aligned.matrices[index], dtype=np.float64)[:, :2]
+            crop_motion = motion[index] @ linear.T
+            fields.append(landmark_field(landmarks_in_crop(face, aligned.matrices[index]), crop_motion, aligned.size))
+        return fields
+
+    def appearance(self, crops: torch.Tensor, rel_aus: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The generator's edit of each row (N crops, N relative AU vectors) and its reference G(x, 0).
+
+        For a residual generator the reference is the input itself (what G(x, 0) returns
+        exactly); rows with no change are not run at all and come back as their reference.
+        """
+        x = as_tensor(crops, self.device.device)
+        rel = np.asarray(rel_aus, dtype=np.float32).reshape(len(x), NUM_AUS)
+        moving = [i for i in range(len(x)) if np.any(rel[i])]
+        if self.zero_edit_is_identity:
+            reference = x.clamp(-1.0, 1.0)
+        else:
+            reference = self.generate(x, np.zeros_like(rel)) if len(x) else x
+        edited = reference.clone()
+        if moving:
+            edited[moving] = self.generate(x[moving], rel[moving])
+        return edited, reference
+
+    def compose(self, rgb: np.ndarray, aligned: AlignedBatch, fields: Sequence[CropField | None],
+                edited: torch.Tensor, reference: torch.Tensor, *, mode: str = "delta") -> np.ndarray:
+        """The photo with each face's field applied at full resolution, then the generator's change pasted."""
+        from fgfem.rig.warp import warp_photo
+
+        base = warp_photo(rgb, aligned, fields) if any(f is not None for f in fields) else rgb
+        return self.paste(base, edited, reference, aligned, mode=mode)
+
     # ----------------------------------------------------------------- photos
     def edit_image(
         self,
@@ -286,8 +362,11 @@ class Editor:
         source_aus = self.measure_aus(faces)
         deltas = self.deltas_for(edits_or_delta, source_aus)
         aligned = self.align(rgb, faces)
-        edited, reference = self.edit_batch(aligned.crops, deltas, intensities)
-        images = [self.paste(rgb, edited[i], reference, aligned, mode=mode) for i in range(len(intensities))]
+        if self.rig is None:
+            edited, reference = self.edit_batch(aligned.crops, deltas, intensities)
+            images = [self.paste(rgb, edited[i], reference, aligned, mode=mode) for i in range(len(intensities))]
+        else:
+            edited, reference, images = self._edit_with_rig(rgb, aligned, deltas, intensities, mode)
         return EditResult(
             faces=faces,
             intensities=intensities,
@@ -299,6 +378,25 @@ class Editor:
             deltas=deltas,
             aligned=aligned,
         )
+
+    def _edit_with_rig(self, rgb: np.ndarray, aligned: AlignedBatch, deltas: np.ndarray,
+                       intensities: Sequence[float], mode: str) -> tuple[torch.Tensor, torch.Tensor, list[np.ndarray]]:
+        """Rig geometry per intensity, one generator pass over every (intensity, face) row, then compose."""
+        from fgfem.rig.field import warp_crops
+
+        count = len(aligned)
+        fields = [self.geometry(aligned, deltas * np.float32(a)) for a in intensities]
+        crops = torch.cat([warp_crops(aligned.crops, f) for f in fields]) if fields else aligned.crops[:0]
+        rel = np.concatenate([deltas * np.float32(a) for a in intensities]).astype(np.float32)
+        edited, warped_reference = self.appearance(crops, rel)
+        edited = edited.view(len(intensities), count, *edited.shape[1:])
+        warped_reference = warped_reference.view(len(intensities), count, *warped_reference.shape[1:])
+        images = [self.compose(rgb, aligned, fields[i], edited[i], warped_reference[i], mode=mode)
+                  for i in range(len(intensities))]
+        reference = as_tensor(aligned.crops, self.device.device).clamp(-1.0, 1.0)
+        if not self.zero_edit_is_identity:
+            reference = self.generate(reference, np.zeros((count, NUM_AUS), np.float32))
+        return edited, reference, images
 
     def align(self, rgb: np.ndarray, faces: Sequence[Face]) -> Any:
         from fgfem.prep.align import align_faces

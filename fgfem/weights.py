@@ -33,6 +33,7 @@ from fgfem.atomic import atomic_path
 from fgfem.aus import AU_CODES
 from fgfem.errors import FgfemError
 from fgfem.nets import Generator, NetConfig, get_preset
+from fgfem.rig.model import RIG_PREFIX
 
 FORMAT = "fgfem-generator-v1"
 DEFAULT_CROP_TEMPLATE = "fgfem-crop-v1"
@@ -192,7 +193,9 @@ def read_weights_info(path: str | Path) -> WeightsInfo:
                   if k.startswith(CHECKPOINT_GENERATOR_PREFIX)}
     else:
         info = _parse_metadata(path, metadata)
-        shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+        # Tensors under ``rig.`` are the AU rig's (``fgfem.rig``), not the generator's.
+    shapes = {k: tuple(v["shape"]) for k, v in header.items()
+              if k != "__metadata__" and not k.startswith(RIG_PREFIX)}
     _check_shapes(shapes, info.cfg, source=f"{path.name} (declares preset {info.cfg.name!r}, "
                                            f"conv_dim {info.cfg.conv_dim})")
     num_params = sum(_numel(shape) for shape in shapes.values())
@@ -218,7 +221,8 @@ def load_generator(
             f"but preset {preset!r} was asked for"
         )
     tensors = _generator_tensors(path)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()
+             if not k.startswith(RIG_PREFIX)}
     with torch.device("meta"):
         generator = Generator(info.cfg)
     generator.load_state_dict(state, strict=True, assign=True)

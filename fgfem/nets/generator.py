@@ -53,6 +53,9 @@ class Generator(nn.Module):
         self.to_rgb = nn.Conv2d(c, 3 * n if cfg.residual_output else 3, 7, padding=3, bias=False)
         # Warp: one (dx, dy) field per AU, zero at first so that training starts from the colour-only model.
         self.to_flow = nn.Conv2d(c, 2 * n, 7, padding=3, bias=False) if cfg.au_warp else None
+        # Off when an AU rig moves the face before the generator (``fgfem.rig``): the geometry is
+        # then the rig's, at the photo's resolution, and the generator adds only appearance.
+        self.own_warp = True
         # How the residual heads run (the same function either way, see au_weighted_conv); the
         # benchmarks switch it off to time the original form as their baseline.
         self.per_face_kernels = True
@@ -85,7 +88,7 @@ class Generator(nn.Module):
         else:
             per_face = self.per_face_kernels and y.device.type == "cpu"
             change = au_weighted_conv(self.to_rgb, y, rel_aus, per_face=per_face)
-            if self.to_flow is not None:
+            if self.to_flow is not None and self.own_warp:
                 flow = smooth_flow(au_weighted_conv(self.to_flow, y, rel_aus, per_face=per_face))
                 change = change + warp_change(x, flow)
             out = (x + change).clamp(-1.0, 1.0)

@@ -11,10 +11,13 @@ is deliberately tiny:
    aperture, lip-corner height, mouth width, lip gap, jaw drop, ...);
 3. per AU, a clipped linear map of *its own* features only (``AU_FEATURES``), with
    the sign of every weight fixed by anatomy, so AU12 can never be read from the
-   brows. The numbers live in ``fgfem.prep.au_calibration`` and were fitted by
-   ``benchmarks/bench_au_estimator.py --fit`` on real OpenFace labels (within-person
-   variation) plus posed-expression margins, with the zero point at the median
-   neutral face of 20+ people.
+   brows, plus a linear map of the canonical coordinates of the landmarks its region
+   owns (``fgfem.rig.regions.AU_REGIONS``: the mouth for AU12, the brows for AU04).
+   The numbers live in ``fgfem.prep.au_calibration`` and were fitted by
+   ``benchmarks/fit_rig.py`` together with the rig (``fgfem.rig``), the inverse
+   direction, on real OpenFace labels (within-person variation), posed-expression
+   margins and the same-person motion of posed photos and video frames, with the zero
+   point at the median neutral face of the training performers.
 
 Landmarks only see shape, not texture: AUs that are mostly wrinkles or skin bulges
 (``LOW_CONFIDENCE_AUS``) are estimated from weak geometric proxies and flagged.
@@ -182,8 +185,41 @@ def weight_matrix() -> np.ndarray:
     return weights
 
 
+def landmark_weights() -> tuple[np.ndarray, np.ndarray]:
+    """(17 x 136 weights on the canonical coordinates x0, y0, x1, ..., their 136 centre values).
+
+    Zero outside each AU's region; all zero for a calibration without landmark terms.
+    """
+    weights = np.asarray(getattr(cal, "LANDMARK_WEIGHTS", np.zeros((NUM_AUS, 2 * NUM_LANDMARKS))),
+                         dtype=np.float64)
+    center = np.asarray(getattr(cal, "LANDMARK_CENTER", np.zeros(2 * NUM_LANDMARKS)), dtype=np.float64)
+    if weights.shape != (NUM_AUS, 2 * NUM_LANDMARKS) or center.shape != (2 * NUM_LANDMARKS,):
+        raise FgfemError("fgfem.prep.au_calibration's landmark terms have the wrong shape; re-run the fit")
+    return weights, center
+
+
+def raw_aus(landmarks: np.ndarray) -> np.ndarray:
+    """AU intensities *before* the 0-5 clip (float64): 68x2 -> (17,), Nx68x2 -> (N, 17).
+
+    The editor needs them: a face whose AU12 reads below zero (clipped to 0) must move
+    further than one whose AU12 is exactly 0 for ``fgfem aus`` to read the same target.
+    """
+    points, single = _check_landmarks(landmarks)
+    canon = canonical_landmarks(points)
+    columns = feature_columns(canon[..., 0], canon[..., 1])
+    features = np.stack([columns[name] for name in FEATURE_NAMES], axis=1)
+    z = (features - np.asarray(cal.FEATURE_CENTER)) / np.asarray(cal.FEATURE_SCALE)
+    weights, center = landmark_weights()
+    raw = z @ weight_matrix().T + (canon.reshape(len(canon), -1) - center) @ weights.T + np.asarray(cal.BIAS)
+    return raw[0] if single else raw
+
+
 def aus_from_features(features: np.ndarray) -> np.ndarray:
-    """Clipped linear map from ``geometry_features`` to 0-5 intensities."""
+    """Clipped linear map from ``geometry_features`` to 0-5 intensities: the feature terms only.
+
+    Kept for the feature-only reports of ``benchmarks/bench_au_estimator.py``; the estimator
+    itself (``estimate_aus``) adds the landmark terms.
+    """
     feats = np.atleast_2d(features)
     z = (feats - np.asarray(cal.FEATURE_CENTER)) / np.asarray(cal.FEATURE_SCALE)
     raw = z @ weight_matrix().T + np.asarray(cal.BIAS)
@@ -196,7 +232,7 @@ def estimate_aus(landmarks: np.ndarray) -> np.ndarray:
 
     Landmarks may be in any pixel frame; only their shape matters.
     """
-    return aus_from_features(geometry_features(landmarks))
+    return np.clip(raw_aus(landmarks), AU_MIN, AU_MAX).astype(np.float32)
 
 
 def estimate(landmarks: np.ndarray) -> AUEstimate:

@@ -14,7 +14,7 @@ import torch
 
 from fgfem.aus import AU_MAX, AU_MIN
 from fgfem.prep import au_calibration as cal
-from fgfem.prep.au_estimator import FEATURE_NAMES, feature_columns, weight_matrix
+from fgfem.prep.au_estimator import FEATURE_NAMES, feature_columns, landmark_weights, weight_matrix
 
 # iBUG-68 index of each landmark's mirror image: a horizontally flipped face's point i is
 # the original's point MIRROR_68[i] (jaw, brows, nose wings, eyes and lips swap sides).
@@ -56,13 +56,17 @@ def canonical_points(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def raw_aus(points: torch.Tensor) -> torch.Tensor:
     """N x 17 AU intensities of N x 68 x 2 landmarks *before* the 0-5 clip (``AU_CODES`` order)."""
-    columns = feature_columns(*canonical_points(points.float()))
+    xs, ys = canonical_points(points.float())
+    columns = feature_columns(xs, ys)
     features = torch.stack([columns[name] for name in FEATURE_NAMES], dim=1)
     center = torch.tensor(cal.FEATURE_CENTER, dtype=features.dtype, device=features.device)
     scale = torch.tensor(cal.FEATURE_SCALE, dtype=features.dtype, device=features.device)
     weights = torch.as_tensor(weight_matrix(), dtype=features.dtype, device=features.device)
     bias = torch.tensor(cal.BIAS, dtype=features.dtype, device=features.device)
-    return ((features - center) / scale) @ weights.T + bias
+    direct, direct_center = (torch.as_tensor(a, dtype=features.dtype, device=features.device)
+                             for a in landmark_weights())
+    coords = torch.stack([xs, ys], dim=-1).reshape(len(xs), -1)
+    return ((features - center) / scale) @ weights.T + (coords - direct_center) @ direct.T + bias
 
 
 def estimated_aus(points: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,219 @@
+"""A dense, smooth, local displacement field from moved landmarks, and its inverse.
+
+The rig says where the 68 landmarks go; pixels in between must follow smoothly while
+everything an AU does not own stays exactly where it is. The field is a Gaussian radial
+basis interpolation of the landmark motion, with zero-motion anchors:
+
+- every landmark the edit does not move (the eyes while the mouth smiles, the face
+  outline unless the jaw drops) is a zero constraint, which keeps the motion local;
+- a ring of anchors around the face (forehead, temples, cheeks' edges, below the chin)
+  and a window that fades the field to exactly zero beyond that ring keep hair, ears
+  and background still;
+- the Jacobian of the forward map is checked on the grid: where an extreme edit would
+  fold the image over itself, the whole motion is scaled down until it does not (the
+  scale is returned so that the caller can say so).
+
+All of this runs on a small grid in the aligned crop's frame (a 128 px grid covers the
+face); the field is smooth, so ``fgfem.rig.warp`` carries it to the photo's full
+resolution by interpolation and resamples the photo once.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SIGMA_IOD = 0.11
+"""Width of the Gaussian kernel in inter-ocular distances: wide enough to carry the cheeks
+with the lip corners, narrow enough that a brow moving leaves the eye below it alone."""
+RIDGE = 1e-3
+"""Tikhonov term of the interpolation: near-coincident landmarks asked to move apart (the
+inner lips of a closed mouth) get a smooth compromise instead of huge opposing weights."""
+ANCHOR_RING = 1.35
+"""The anchor ring lies on the landmark hull scaled by this about the face centre."""
+FOREHEAD_IOD = 0.45
+"""Forehead anchors sit this far above the brows (the brows may rise ~0.1 IOD)."""
+MIN_JACOBIAN = 0.25
+"""The forward map's Jacobian determinant may shrink an area to a quarter, never fold it."""
+GRID = 128
+INVERSE_STEPS = 6
+
+
+@dataclass(frozen=True)
+class CropField:
+    """The inverse (sampling) field of one face in its crop frame.
+
+    ``inverse[:, v, u]`` is how far (crop pixels, x then y) the content shown at crop pixel
+    (u, v) has moved: the output at p shows the input at ``p - inverse(p)``. ``grid`` is the
+    side of the field's grid, which spans the ``size`` px crop. ``scale`` < 1 when the motion
+    had to be reduced to avoid a fold-over.
+    """
+
+    inverse: torch.Tensor
+    size: int
+    scale: float
+    max_motion: float
+
+    @property
+    def grid(self) -> int:
+        return int(self.inverse.shape[-1])
+
+
+def anchor_points(crop_landmarks: np.ndarray) -> np.ndarray:
+    """Zero-motion anchors around the face: a ring outside the landmark hull and the forehead."""
+    points = np.asarray(crop_landmarks, dtype=np.float64)
+    iod = _iod(points)
+    centre = points[:, :].mean(axis=0)
+    angles = np.linspace(0.0, 2.0 * np.pi, 28, endpoint=False)
+    radius = np.array([_hull_radius(points - centre, a) for a in angles]) * ANCHOR_RING
+    ring = centre + radius[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    forehead = points[17:27] - np.array([0.0, FOREHEAD_IOD * iod])
+    return np.concatenate([ring, forehead])
+
+
+def _iod(points: np.ndarray) -> float:
+    return float(np.linalg.norm(points[42:48].mean(0) - points[36:42].mean(0)))
+
+
+def _hull_radius(rel: np.ndarray, angle: float) -> float:
+    """How far the landmark cloud reaches from its centre in direction ``angle`` (a cone of 25 deg)."""
+    direction = np.array([np.cos(angle), np.sin(angle)])
+    along = rel @ direction
+    across = np.abs(rel @ np.array([-direction[1], direction[0]]))
+    inside = (along > 0) & (across < np.tan(np.radians(25)) * along)
+    return float(along[inside].max()) if inside.any() else float(np.linalg.norm(rel, axis=1).max())
+
+
+def landmark_field(crop_landmarks: np.ndarray, crop_motion: np.ndarray, size: int, *,
+                   grid: int = GRID) -> CropField | None:
+    """The sampling field that moves ``crop_landmarks`` by ``crop_motion`` (both 68 x 2 crop px).
+
+    None when nothing moves (a zero edit must stay the photo bit for bit, so it is not
+    resampled at all).
+    """
+    motion = np.asarray(crop_motion, dtype=np.float64)
+    if not np.any(np.abs(motion) > 1e-6):
+        return None
+    points = np.asarray(crop_landmarks, dtype=np.float64)
+    iod = _iod(points)
+    anchors = anchor_points(points)
+    controls = np.concatenate([points, anchors])
+    targets = np.concatenate([motion, np.zeros_like(anchors)])
+    sigma = SIGMA_IOD * iod
+    weights = _rbf_weights(controls, targets, sigma)
+    coords = _grid_coords(size, grid)
+    forward = _rbf_eval(coords, controls, weights, sigma) * _window(coords, points, anchors)[..., None]
+    scale = _fold_free_scale(forward, size / grid)
+    forward *= scale
+    forward_t = torch.from_numpy(forward.transpose(2, 0, 1).astype(np.float32))
+    inverse = invert_field(forward_t, size)
+    return CropField(inverse=inverse, size=size, scale=scale, max_motion=float(np.abs(motion).max() * scale))
+
+
+def _rbf_weights(controls: np.ndarray, targets: np.ndarray, sigma: float) -> np.ndarray:
+    d2 = ((controls[:, None, :] - controls[None, :, :]) ** 2).sum(-1)
+    kernel = np.exp(-0.5 * d2 / sigma**2)
+    return np.linalg.solve(kernel + RIDGE * np.eye(len(controls)), targets)
+
+
+def _rbf_eval(coords: np.ndarray, controls: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
+    flat = coords.reshape(-1, 2)
+    d2 = (flat**2).sum(1)[:, None] + (controls**2).sum(1)[None, :] - 2.0 * flat @ controls.T
+    values = np.exp(-0.5 * np.maximum(d2, 0.0) / sigma**2) @ weights
+    return values.reshape(*coords.shape[:2], 2)
+
+
+@functools.lru_cache(maxsize=8)
+def _grid_coords_cached(size: int, grid: int) -> np.ndarray:
+    step = size / grid
+    centres = (np.arange(grid) + 0.5) * step - 0.5
+    xs, ys = np.meshgrid(centres, centres)
+    coords = np.stack([xs, ys], axis=-1)
+    coords.setflags(write=False)
+    return coords
+
+
+def _grid_coords(size: int, grid: int) -> np.ndarray:
+    """Crop-pixel coordinates (x, y) of the centres of a ``grid`` x ``grid`` field over the crop."""
+    return _grid_coords_cached(int(size), int(grid))
+
+
+def _window(coords: np.ndarray, points: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """1 inside the landmark hull, falling smoothly to exactly 0 at the anchor ring and beyond."""
+    centre = points.mean(axis=0)
+    rel = coords - centre
+    angle = np.arctan2(rel[..., 1], rel[..., 0])
+    table = np.linspace(-np.pi, np.pi, 73)
+    inner = np.array([_hull_radius(points - centre, a) for a in table])
+    inner = np.maximum(inner, 1e-6)
+    outer = inner * ANCHOR_RING
+    r_in = np.interp(angle, table, inner)
+    r_out = np.interp(angle, table, outer)
+    t = np.clip((np.linalg.norm(rel, axis=-1) - r_in) / np.maximum(r_out - r_in, 1e-6), 0.0, 1.0)
+    return 0.5 * (1.0 + np.cos(np.pi * t))
+
+
+def jacobian_determinant(forward: np.ndarray, spacing: float) -> np.ndarray:
+    """det(I + grad u) of the forward map on the grid (``forward``: G x G x 2 in crop px)."""
+    du_dy, du_dx = np.gradient(forward[..., 0], spacing)
+    dv_dy, dv_dx = np.gradient(forward[..., 1], spacing)
+    return (1.0 + du_dx) * (1.0 + dv_dy) - du_dy * dv_dx
+
+
+def _fold_free_scale(forward: np.ndarray, spacing: float) -> float:
+    """The largest s in (0, 1] for which s * forward keeps every Jacobian >= MIN_JACOBIAN."""
+    if jacobian_determinant(forward, spacing).min() >= MIN_JACOBIAN:
+        return 1.0
+    low, high = 0.0, 1.0
+    for _ in range(20):
+        mid = 0.5 * (low + high)
+        if jacobian_determinant(forward * mid, spacing).min() >= MIN_JACOBIAN:
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+def invert_field(forward: torch.Tensor, size: int) -> torch.Tensor:
+    """The sampling field v with v(p) = u(p - v(p)), by fixed-point iteration (2 x G x G).
+
+    A content point q moves to q + u(q); to draw the output at p we need the q with
+    q + u(q) = p, i.e. q = p - v(p). The iteration converges because the forward map's
+    Jacobian stays well away from zero (``MIN_JACOBIAN``) and the motion is smooth.
+    """
+    grid = forward.shape[-1]
+    base = _base_grid(grid)
+    inverse = forward.clone()
+    field = forward[None]
+    for _ in range(INVERSE_STEPS):
+        # p - v(p) in grid_sample's normalised coordinates of the crop: crop px -> [-1, 1].
+        shift = inverse.permute(1, 2, 0)[None] * (2.0 / size)
+        inverse = F.grid_sample(field, base - shift, mode="bilinear", padding_mode="border",
+                                align_corners=False)[0]
+    return inverse
+
+
+@functools.lru_cache(maxsize=4)
+def _base_grid(grid: int) -> torch.Tensor:
+    identity = torch.eye(2, 3).unsqueeze(0)
+    return F.affine_grid(identity, [1, 2, grid, grid], align_corners=False)
+
+
+def warp_crops(crops: torch.Tensor, fields: list[CropField | None]) -> torch.Tensor:
+    """Each crop (B x 3 x s x s) resampled by its field; crops without a field are returned as they are."""
+    out = crops.clone()
+    for index, field in enumerate(fields):
+        if field is None:
+            continue
+        size = crops.shape[-1]
+        base = F.affine_grid(torch.eye(2, 3, dtype=crops.dtype).unsqueeze(0), [1, 3, size, size],
+                             align_corners=False)
+        offsets = F.interpolate(field.inverse[None], size=(size, size), mode="bilinear", align_corners=False)
+        grid = base - offsets.permute(0, 2, 3, 1).to(crops.dtype) * (2.0 / field.size)
+        out[index] = F.grid_sample(crops[index : index + 1], grid, mode="bicubic", padding_mode="border",
+                                   align_corners=False)[0].clamp(-1.0, 1.0)
+    return out
