@@ -194,8 +194,8 @@ def read_weights_info(path: str | Path) -> WeightsInfo:
     else:
         info = _parse_metadata(path, metadata)
         # Tensors under ``rig.`` are the AU rig's (``fgfem.rig``), not the generator's.
-    shapes = {k: tuple(v["shape"]) for k, v in header.items()
-              if k != "__metadata__" and not k.startswith(RIG_PREFIX)}
+        shapes = {k: tuple(v["shape"]) for k, v in header.items()
+                  if k != "__metadata__" and not k.startswith(RIG_PREFIX)}
     _check_shapes(shapes, info.cfg, source=f"{path.name} (declares preset {info.cfg.name!r}, "
                                            f"conv_dim {info.cfg.conv_dim})")
     num_params = sum(_numel(shape) for shape in shapes.values())
