@@ -310,8 +310,13 @@ def _parse_color(showinfo_log: str) -> ColorTags:
 
 
 def _decode_args(path: Path, start: int) -> list[str | bytes]:
-    """The ffmpeg input/selection arguments shared by reading and counting, so the two agree."""
-    args: list[str | bytes] = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error",
+    """The ffmpeg input/selection arguments shared by reading and counting, so the two agree.
+
+    ``-copyts``: raw timestamps. Without it ffmpeg moves the selected streams to start
+    at zero, and for some containers (MPEG-TS) "selected" means the video alone, which
+    would erase its offset from the audio; ``file_origin`` is subtracted by hand instead.
+    """
+    args: list[str | bytes] = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-copyts",
                                "-i", _ffmpeg_arg(path), "-map", "0:V:0", "-an", "-sn", "-dn",
                                "-fps_mode", "passthrough"]
     if start > 0:
@@ -329,6 +334,23 @@ def count_frames(path: PathLike, *, start: int = 0) -> int:
     if result.returncode != 0 or not counts:
         raise FgfemError(f"cannot read video {shown}: {_tail(result.stderr.decode('utf-8', 'replace'))}")
     return int(counts[-1])
+
+
+_START = re.compile(rb"Duration:.*?start:\s*(-?\d+(?:\.\d+)?)")
+
+
+def file_origin(start: str | bytes | float | Fraction) -> Fraction:
+    """Zero of a file's timeline, from the container start ffmpeg prints: that start when positive, else 0.
+
+    A positive start is a capture or cutting artefact (MPEG-TS clocks, stream-copied cuts)
+    that players skip, so times count from it, as ffmpeg's own conversions do. A negative
+    one is encoder priming (AAC's 1024 samples) that the container hides: timestamps are
+    kept as they are, so the audio is not moved by the priming's 23 ms.
+    """
+    if isinstance(start, bytes):
+        start = start.decode("ascii")
+    value = Fraction(start) if not isinstance(start, float) else Fraction(start).limit_denominator(1_000_000)
+    return max(value, Fraction(0))
 
 
 _SHOWINFO_FRAME = re.compile(rb"\] n:\s*\d+ pts:\s*(-?\d+|NOPTS)(?:.*?duration:\s*(-?\d+|NOPTS))?")
@@ -355,6 +377,7 @@ def read_timing(path: PathLike, *, start: int = 0) -> VideoTiming:
     process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert process.stderr is not None
     time_base: Fraction | None = None
+    origin = Fraction(0)
     raw: list[tuple[int | None, int | None]] = []
     others: collections.deque[str] = collections.deque(maxlen=5)
     with process:
@@ -364,11 +387,15 @@ def read_timing(path: PathLike, *, start: int = 0) -> VideoTiming:
                 raw.append((_tick(frame.group(1)), _tick(frame.group(2))))
             elif time_base is None and (found := _SHOWINFO_TB.search(line)):
                 time_base = Fraction(int(found.group(1)), int(found.group(2)))
+            elif not raw and (found := _START.search(line)):
+                origin = file_origin(found.group(1))
             elif b"Parsed_showinfo" not in line:
                 others.append(line.decode("utf-8", "replace"))
     if process.returncode != 0:
         raise FgfemError(f"cannot read video {shown}: {_tail(''.join(others))}")
-    return _clean_timing(time_base or Fraction(1, 90000), raw)
+    time_base = time_base or Fraction(1, 90000)
+    shift = round(origin / time_base)
+    return _clean_timing(time_base, [(None if p is None else p - shift, d) for p, d in raw])
 
 
 def _tick(value: bytes | None) -> int | None:
@@ -396,14 +423,17 @@ def _clean_timing(time_base: Fraction, raw: list[tuple[int | None, int | None]])
 def audio_span(path: PathLike) -> AudioSpan | None:
     """Start and end of the first audio stream on the file's timeline; None without audio.
 
-    Read from the packets (stream copy to ``framecrc``), so no audio is decoded.
+    Read from the packets (stream copy to ``framecrc``, raw timestamps less ``file_origin``),
+    so no audio is decoded.
     """
     path = as_path(path)
     _check_input(path)
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", _ffmpeg_arg(path),
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-copyts", "-i", _ffmpeg_arg(path),
            "-map", "0:a:0", "-c", "copy", "-f", "framecrc", "-"]
     result = subprocess.run(cmd, capture_output=True, check=False)
     text = result.stdout.decode("utf-8", "replace")
+    start = _START.search(result.stderr)
+    origin = file_origin(start.group(1)) if start else Fraction(0)
     time_base = re.search(r"^#tb 0: (\d+)/(\d+)", text, flags=re.MULTILINE)
     packets = re.findall(r"^0,\s*-?\d+,\s*(-?\d+),\s*(\d+),", text, flags=re.MULTILINE)
     if result.returncode != 0 or time_base is None or not packets:
@@ -412,7 +442,7 @@ def audio_span(path: PathLike) -> AudioSpan | None:
     starts = [int(p) for p, _ in packets]
     ends = [int(p) + int(d) for p, d in packets]
     codec = re.search(r"^#codec_id 0: (\S+)", text, flags=re.MULTILINE)
-    return AudioSpan(start=float(min(starts) * tb), end=float(max(ends) * tb),
+    return AudioSpan(start=float(min(starts) * tb - origin), end=float(max(ends) * tb - origin),
                      codec=codec.group(1) if codec else None)
 
 
@@ -1142,19 +1172,22 @@ class VideoWriter:
     def _mux_audio(self, target: Path) -> bool:
         """Put the first audio stream of ``audio_from`` beside the video, both at their own times; False if none.
 
-        The video's start is read back from the encoded file and given again with
-        ``-itsoffset`` (ffmpeg shifts each input to start at zero), and the audio is cut
-        at the video's end on its input: the output is as long as its frames.
+        ``-copyts`` keeps every timestamp as it is (ffmpeg would otherwise move each input
+        to start at zero, and the video's offset from the audio with it): the encoded video
+        is already on the source's timeline, the audio is brought onto it with
+        ``-itsoffset -file_origin``, and ``-t`` cuts it at the video's end on that timeline.
         """
         span = self._audio_to_keep()
         if span is None:
             return False
+        assert self.audio_from is not None
         end = self.video_end
+        origin = file_origin(_start_text(self.audio_from))
         base: list[str | bytes] = [
-            ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
-            "-itsoffset", _start_text(self._video_tmp), "-i", _ffmpeg_arg(self._video_tmp),
-            "-t", f"{end:.6f}", "-i", _ffmpeg_arg(self.audio_from),
-            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+            ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", "-copyts",
+            "-i", _ffmpeg_arg(self._video_tmp),
+            "-itsoffset", f"{float(-origin):.6f}", "-i", _ffmpeg_arg(self.audio_from),
+            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-t", f"{end:.6f}",
         ]
         tail: list[str | bytes] = ["-movflags", "+faststart"] if self.format.faststart else []
         tail.append(_ffmpeg_arg(target))

@@ -147,6 +147,32 @@ def test_writer_keeps_every_frame_time_and_the_audio_offset(clips: dict[str, Pat
     assert audio_packets(out) == pytest.approx(audio_packets(src), abs=0.5 / 30)
 
 
+def _raw_first(path: Path, stream: str) -> float:
+    """The first timestamp of a stream exactly as the file holds it (``-copyts``: no shift to zero)."""
+    text = subprocess.run([ffmpeg_exe(), "-v", "error", "-copyts", "-i", str(path), "-map", f"0:{stream}:0",
+                           "-c", "copy", "-f", "framecrc", "-"], capture_output=True, text=True, check=True).stdout
+    num, den = map(int, re.search(r"#tb 0: (\d+)/(\d+)", text).groups())
+    return min(int(p) for p in re.findall(r"^0,\s*-?\d+,\s*(-?\d+),", text, re.MULTILINE)) * num / den
+
+
+@pytest.mark.parametrize("audio_delay", [0.0, 1.2])
+def test_mpegts_offsets_survive(clips: dict[str, Path], tmp_path: Path, audio_delay: float) -> None:
+    """MPEG-TS starts its clock at 1.4 s, and ffmpeg, asked for the video alone, moves it to zero.
+
+    Video 0.84 s after the audio, or audio 0.36 s after the video: the difference of the
+    first timestamps is the same in the output, and so are all frame intervals.
+    """
+    src = tmp_path / "clip.ts"
+    ffmpeg("-i", clips["offset"], "-itsoffset", audio_delay, "-i", clips["offset"], "-map", "0:v", "-map", "1:a",
+           "-c:v", "copy", "-c:a", "aac", src)
+    out = tmp_path / "out.mp4"
+    _copy(src, out)
+    want = _raw_first(src, "v") - _raw_first(src, "a")
+    assert want == pytest.approx(0.84 - audio_delay, abs=0.03)
+    assert _raw_first(out, "v") - _raw_first(out, "a") == pytest.approx(want, abs=0.5 / 30)
+    assert probe_video(out).timing.times == pytest.approx(probe_video(src).timing.times, abs=1e-4)
+
+
 def test_writer_without_timing_is_constant_rate_from_zero(tmp_path: Path) -> None:
     out = tmp_path / "cfr.mp4"
     with VideoWriter(out, 12.5, (32, 32)) as writer:
