@@ -435,15 +435,29 @@ def audio_span(path: PathLike) -> AudioSpan | None:
     start = _START.search(result.stderr)
     origin = file_origin(start.group(1)) if start else Fraction(0)
     time_base = re.search(r"^#tb 0: (\d+)/(\d+)", text, flags=re.MULTILINE)
-    packets = re.findall(r"^0,\s*-?\d+,\s*(-?\d+),\s*(\d+),", text, flags=re.MULTILINE)
+    packets = [packet for line in text.splitlines() if (packet := _audible_packet(line)) is not None]
     if result.returncode != 0 or time_base is None or not packets:
         return None
     tb = Fraction(int(time_base.group(1)), int(time_base.group(2)))
-    starts = [int(p) for p, _ in packets]
-    ends = [int(p) + int(d) for p, d in packets]
+    starts = [p for p, _ in packets]
+    ends = [p + d for p, d in packets]
     codec = re.search(r"^#codec_id 0: (\S+)", text, flags=re.MULTILINE)
     return AudioSpan(start=float(min(starts) * tb - origin), end=float(max(ends) * tb - origin),
                      codec=codec.group(1) if codec else None)
+
+
+def _audible_packet(line: str) -> tuple[int, int] | None:
+    """(pts, duration) of one ``framecrc`` packet line; None for headers and for packets flagged discard.
+
+    Discarded packets (F=0x4) lie before an edit list's start, as in stream-copied cuts: never heard.
+    """
+    fields = [field.strip() for field in line.split(",")]
+    if len(fields) < 6 or fields[0] != "0":
+        return None
+    flags = next((int(f[4:], 16) for f in fields[6:] if f.startswith("F=0x")), 0)
+    if flags & 0x4:
+        return None
+    return int(fields[2]), int(fields[3])
 
 
 def _count_packets(path: Path) -> int:

@@ -173,6 +173,24 @@ def test_mpegts_offsets_survive(clips: dict[str, Path], tmp_path: Path, audio_de
     assert probe_video(out).timing.times == pytest.approx(probe_video(src).timing.times, abs=1e-4)
 
 
+def test_long_jittery_timing_goes_through_a_filter_script(tmp_path: Path) -> None:
+    """6000 frames 32 to 35 ms apart, as phones record: too many runs for one command-line argument."""
+    from fgfem.video import VideoTiming
+
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([[0], np.cumsum(rng.choice([32, 33, 34, 35], size=5999))]).tolist()
+    timing = VideoTiming(time_base=Fraction(1, 1000), pts=tuple(int(p) for p in pts), last_duration=33)
+    out = tmp_path / "phone.mkv"
+    writer = VideoWriter(out, 30, (16, 16), timing=timing, preset="ultrafast")
+    assert len(writer._video_filter()) > 50_000
+    frame = np.zeros((16, 16, 3), np.uint8)
+    with writer:
+        for _ in pts:
+            writer.write(frame)
+    assert frame_times(out) == pytest.approx([p / 1000 for p in pts], abs=1e-6)
+    assert writer._script is not None and not writer._script.exists()  # the script went with the partials
+
+
 def test_writer_without_timing_is_constant_rate_from_zero(tmp_path: Path) -> None:
     out = tmp_path / "cfr.mp4"
     with VideoWriter(out, 12.5, (32, 32)) as writer:
