@@ -291,7 +291,8 @@ def test_read_only_output_folder_fails_before_any_work(face: Path, weights: Path
         for args in (("edit", "face.jpg", "--au", "12=+1", "-o", "ro/out.jpg", "--weights", "missing.safetensors",
                       *COMMON),
                      ("edit", "photos", "--au", "12=+1", "-o", "ro/edited", *model),
-                     ("interpolate", "face.jpg", "--au", "12=+1", "-o", "ro/sweep.gif", *model)):
+                     ("interpolate", "face.jpg", "--au", "12=+1", "-o", "ro/sweep.gif", *model),
+                     ("aus", "face.jpg", "--backend", "dlib", "-o", "ro/aus.csv")):
             proc = _run_unprivileged(root, *args)
             err = " ".join(proc.stderr.split())
             assert proc.returncode == 1, proc.stderr

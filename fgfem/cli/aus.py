@@ -32,7 +32,7 @@ def aus_command(
 
     AUs marked * are weakly visible in landmarks and are estimated from proxies.
     """
-    from fgfem.media import describe_path, is_video, iter_image_files
+    from fgfem.media import check_writable, describe_path, is_video, iter_image_files
     from fgfem.prep.au_estimator import LOW_CONFIDENCE_AUS
     from fgfem.prep.faces import get_backend
     from fgfem.prep.measure import measure_paths, measure_video, plot_curves, write_records
@@ -40,8 +40,8 @@ def aus_command(
     if not source.exists():
         raise FgfemError(f"input not found: {describe_path(source)}")
     for target in (out, plot):
-        if target is not None and target.exists() and not force:
-            raise FgfemError(f"{describe_path(target)} exists; pass --force to overwrite it")
+        if target is not None:
+            check_writable(target, force=force)  # before the measuring: exists, or a read-only folder
     detector = get_backend(backend)
     skipped = []
     if source.is_file() and is_video(source):

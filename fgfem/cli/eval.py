@@ -23,7 +23,8 @@ def eval_command(
     data: Path = typer.Argument(..., help="Data folder: fgfem prep output (aus.csv + crops), GANimation or "
                                           "Expression-manipulator layout.", show_default=False),
     weights: Path | None = typer.Option(None, "--weights", "-w",
-                                        help="Model file (.safetensors); default: the shipped model."),
+                                        help="Model: a .safetensors file, a checkpoint of fgfem train, or its run "
+                                             "folder; default: the shipped model."),
     only: Path | None = typer.Option(None, "--only",
                                      help="Text file of held-out faces, one aus.csv path or source photo a line."),
     limit: int | None = typer.Option(None, "--limit", "-n", help="Evaluate at most N faces (the first ones)."),
@@ -50,6 +51,10 @@ def eval_command(
 
     if out is not None and out.exists() and not force:
         raise FgfemError(f"{out} exists; pass --force to overwrite it")
+    if out is not None:
+        from fgfem.media import check_folder_writable
+
+        check_folder_writable(out.parent)  # before the evaluation, not after it
     config = EvalConfig(aus=tuple(a.strip() for a in aus.split(",") if a.strip()), intensity=intensity,
                         batch=batch, identity=identity)
     config.check()
