@@ -662,8 +662,8 @@ class _Format:
     audio: tuple[tuple[str, ...], ...]
     """ffmpeg audio arguments to try in turn (stream copy first); empty: the format has no sound."""
     ticks: str = "source"
-    """"source": the input's own time base (exact); "rate": one tick per frame at the average
-    rate (AVI stores nothing finer); "centi": hundredths of a second (GIF delays)."""
+    """"source": the input's own time base (exact); "rate": one tick per frame at the rate of the
+    shortest interval (AVI stores nothing finer); "centi": hundredths of a second (GIF delays)."""
     keeps_start: bool = True
     """False where the format cannot show its first frame later than zero (AVI, GIF)."""
     tags: bool = True
