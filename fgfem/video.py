@@ -1064,7 +1064,7 @@ class VideoWriter:
             shift = self.timing.pts[0] if self.format.ticks == "centi" else 0
             moved = max((abs(float((p - shift) * self.timing.time_base) - float(t * self._time_base))
                          for p, t in zip(self.timing.pts, self._ticks, strict=True)), default=0.0)
-            if moved > 0.002:
+            if moved > 0.25 * frame:  # GIF's rounding to 10 ms is no news; a quarter frame is
                 self.notes.append(f"{suffix} holds times only to {float(self._time_base) * 1000:.1f} ms: frames "
                                   f"moved by up to {moved * 1000:.0f} ms")
         if suffix == ".gif" and self.fps > 50:
