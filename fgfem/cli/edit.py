@@ -90,13 +90,19 @@ def scaled_spec(edits: list[AUEdit] | None, intensity: float) -> tuple[list[AUEd
 def explain_no_face(problem: NoFaceError, editor: Editor, rgb: Callable[[], np.ndarray]) -> NoFaceError:
     """The editor's plain "no face found" made specific: a rotated photo, or the smallest face findable here.
 
-    Other "no face" errors (a ``--target`` image's) pass through; ``rgb`` is only called for the plain one.
+    Other "no face" errors (a ``--target`` image's, or one already made specific) pass through;
+    ``rgb`` is only called for the plain one.
     """
     from fgfem.prep.faces import no_face_message
 
-    if not str(problem).startswith("no face found in the image"):
+    if str(problem) not in PLAIN_NO_FACE:
         return problem
     return NoFaceError(no_face_message(editor.backend, rgb()))
+
+
+# What ``Editor.find_faces`` and ``Editor.edit_image`` say when a photo has no face.
+PLAIN_NO_FACE = ("no face found in the image (try a larger, frontal, well-lit face, or --backend fan)",
+                 "no face found in the image")
 
 
 def edit_one(editor: Editor, src: Path, dest: Path, spec: EditSpec, **options: object) -> tuple[FileOutputs,
