@@ -103,7 +103,7 @@ def build_app(
                     download_button = gr.Button("full-resolution photo", variant="primary", elem_id="fgfem-download")
                     sweep_button = gr.Button("intensity sweep GIF", elem_id="fgfem-sweep")
                 download = gr.File(label="download (exactly what the command below writes)", interactive=False,
-                                   height=70, elem_id="fgfem-file")
+                                   visible=False, elem_id="fgfem-file")
                 command = gr.Textbox(label="same edit on the command line", interactive=False, lines=2,
                                      buttons=["copy"], elem_id="fgfem-command")
                 sweep = gr.Image(label="intensity sweep", interactive=False, type="filepath", visible=False,
@@ -138,13 +138,15 @@ def build_app(
         def on_upload(key: str | None, path: str | None) -> dict[Any, Any]:
             if not path:
                 return {}
-            return opened_or_kept(key, Path(path), Path(path).name)
+            out = opened_or_kept(key, Path(path), Path(path).name)
+            return {**out, example: None} if token in out else out
 
         @guarded(status)
         def on_example(key: str | None, name: str | None) -> dict[Any, Any]:
             if not name or name not in examples:  # only names the server offered; never a client path
                 return {}
-            return opened_or_kept(key, examples[name], examples[name].name)
+            out = opened_or_kept(key, examples[name], examples[name].name)
+            return {**out, upload: None} if token in out else out
 
         def opened_or_kept(key: str | None, path: Path, name: str) -> dict[Any, Any]:
             """A bad upload is one line in the status bar; the photo being edited stays."""
@@ -168,13 +170,18 @@ def build_app(
                 faces_image: gr.update(value=numbered_faces(session.rgb, session.numbered) if many else None,
                                        visible=many),
                 intensity: 1.0,
-                readout: f"**Source face AUs** ({len(session.numbered)} face(s) found)\n\n"
-                         + readout_markdown(session.source_aus(editor, "largest")),
-                download: None,
+                readout: readout_markdown(session.source_aus(editor, "largest"),
+                                          f"{len(session.numbered)} face(s) found"),
+                download: gr.update(value=None, visible=False),
                 sweep: gr.update(value=None, visible=False),
-                **{slider: 0.0 for slider in sliders},
+                **source_infos(session.source_aus(editor, "largest"), reset=True),
             })
             return out
+
+        def source_infos(aus: Any, reset: bool = False) -> dict[Any, Any]:
+            """The source face's AU under each slider's label (what the relative change starts from)."""
+            return {slider: gr.update(info=f"source face: {float(value):.2f}", **({"value": 0.0} if reset else {}))
+                    for slider, value in zip(sliders, aus, strict=True)}
 
         @guarded(status)
         def on_change(key: str | None, face_choice: str, amount: float, *values: float) -> dict[Any, Any]:
@@ -191,8 +198,9 @@ def build_app(
             state = EditState.from_controls(values, amount, face_choice)
             out = rendered(session, state)
             out[before] = face_view(session.rgb, session.faces_for(editor, state.face))
-            out[readout] = (f"**Source face AUs** (face {state.face})\n\n"
-                            + readout_markdown(session.source_aus(editor, state.face)))
+            aus = session.source_aus(editor, state.face)
+            out[readout] = readout_markdown(aus, f"face {state.face}")
+            out.update(source_infos(aus))
             return out
 
         def on_preset(name: str) -> Callable[..., dict[Any, Any]]:
@@ -225,7 +233,7 @@ def build_app(
                 return {status: "Upload a photo with a face first."}
             state = EditState.from_controls(values, amount, face_choice)
             path = session.write_download(editor, state, work_dir)
-            return {download: str(path), command: session.command(state, weights),
+            return {download: gr.update(value=str(path), visible=True), command: session.command(state, weights),
                     status: f"wrote {path.name} ({session.rgb.shape[1]}x{session.rgb.shape[0]} px)"}
 
         @guarded(status)
@@ -241,11 +249,11 @@ def build_app(
 
         everything = [token, before, face, faces_image, intensity, readout, download, sweep, *shown, *sliders]
         model = {"concurrency_limit": 1, "concurrency_id": MODEL, "show_progress": "minimal"}
-        upload.upload(on_upload, [token, upload], everything, **model)
-        example.input(on_example, [token, example], everything, **model)
+        upload.upload(on_upload, [token, upload], [*everything, example], **model)
+        example.input(on_example, [token, example], [*everything, upload], **model)
         gr.on([slider.input for slider in sliders] + [intensity.input], on_change, controls, shown,
               trigger_mode="always_last", **model)
-        face.input(on_face, controls, [before, readout, *shown], trigger_mode="always_last", **model)
+        face.input(on_face, controls, [before, readout, *shown, *sliders], trigger_mode="always_last", **model)
         for name, button in preset_buttons.items():
             button.click(on_preset(name), [token, face, intensity], [*shown, *sliders], **model)
         reset.click(on_reset, [token, face, intensity], [*shown, *sliders], **model)

@@ -60,10 +60,7 @@ def numbered_faces(rgb: np.ndarray, faces: Sequence[Face], side: int = 640) -> n
     return np.asarray(image)
 
 
-def readout_markdown(aus: np.ndarray, columns: int = 3) -> str:
-    """The source face's AUs (0-5, fgfem's landmark estimator) as a compact table, ``columns`` AUs a row."""
-    cells = [f"{au.code} {au.name.replace('_', ' ')} | {float(v):.2f}" for au, v in zip(ACTION_UNITS, aus, strict=True)]
-    cells += [" | "] * (-len(cells) % columns)
-    rows = ["| AU | now " * columns + "|", "|---|---:" * columns + "|"]
-    rows += ["| " + " | ".join(cells[i:i + columns]) + " |" for i in range(0, len(cells), columns)]
-    return "\n".join(rows)
+def readout_markdown(aus: np.ndarray, what: str = "") -> str:
+    """The source face's AUs (0-5, fgfem's landmark estimator) on one wrapped line."""
+    values = " · ".join(f"{au.code} {float(v):.2f}" for au, v in zip(ACTION_UNITS, aus, strict=True))
+    return f"**Source face AUs**{f' ({what})' if what else ''}, 0-5: {values}"
