@@ -26,6 +26,7 @@ import argparse
 import copy
 import dataclasses
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -33,12 +34,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fgfem.devices import DeviceChoice, resolve_device
+from fgfem.devices import DeviceChoice, cpu_has_bf16, describe_cpu, resolve_device
 from fgfem.nets import Generator, get_preset, use_cpu_rewrites
 from fgfem.perf import FastGenerator, choose_plan
 
 Run = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-# Faces in the one timed batch of a slow row (bf16 without native bf16 runs ~10-40x slower).
+# Faces in the one timed batch of a slow row (bf16 emulated on a CPU without native bf16: 10-100x slower).
 ONCE_FACES = 2
 
 
@@ -86,11 +87,17 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def cpu_rows(generator: Generator, choice: DeviceChoice, bf16: bool) -> list[Row]:
-    fast = FastGenerator(generator, choose_plan(choice, compile=False, bf16=False))
-    rows = [Row("fast path, b1", fast, 1), Row("fast path, b8", fast, 8)]
+    """fp32 fast path; bf16 (every round where native, one small batch where emulated); the automatic plan."""
+    fast = FastGenerator(generator, choose_plan(choice, compile=False, precision="fp32"))
+    rows = [Row("fast path fp32, b1", fast, 1), Row("fast path fp32, b8", fast, 8)]
     if bf16:
-        bf16_fast = FastGenerator(generator, choose_plan(choice, bf16=True))
-        rows.append(Row(f"fast path + bf16, b{ONCE_FACES}", bf16_fast, ONCE_FACES, once=True))
+        bf16_fast = FastGenerator(generator, choose_plan(choice, compile=False, precision="bf16"))
+        if cpu_has_bf16():
+            rows += [Row("fast path bf16, b1", bf16_fast, 1), Row("fast path bf16, b8", bf16_fast, 8)]
+        else:
+            rows.append(Row(f"fast path bf16, b{ONCE_FACES} (emulated)", bf16_fast, ONCE_FACES, once=True))
+    auto = FastGenerator(generator, choose_plan(choice, compile=False, precision="auto"))
+    rows.append(Row(f"automatic plan ({auto.plan.precision}), b8", auto, 8))
     return rows
 
 
@@ -156,7 +163,7 @@ def bench_preset(preset: str, size: int, faces: int, rounds: int, bf16: bool, co
         cpu_ms = 1000 * statistics.median(row.cpu) / count
         spread = 100 * (max(row.wall) - min(row.wall)) / statistics.median(row.wall)
         diff = (row.output - reference[:count]).abs().max().item()
-        lines.append(f"| {preset} {size}px | {row.name:<24} | {rate:7.3f} | {rate / base_rate:5.2f}x | "
+        lines.append(f"| {preset} {size}px | {row.name:<28} | {rate:7.3f} | {rate / base_rate:5.2f}x | "
                      f"{cpu_ms:8.0f} | {spread:4.0f}% | {diff:.1e} | {psnr(row.output, reference[:count]):6.1f} |")
     return lines + failed
 
@@ -177,7 +184,8 @@ def main() -> None:
     where = (torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda")
              else f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {where}; "
-          f"{args.faces} faces x {args.rounds} rounds")
+          f"{args.faces} faces x {args.rounds} rounds, load average {os.getloadavg()[0]:.1f}")
+    print(f"CPU: {describe_cpu()}")
     print("| model | path | wall img/s | vs base | cpu ms/img | spread | max abs diff | PSNR dB |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for preset in args.presets:
