@@ -32,7 +32,7 @@ OFFLINE_ENV = {
     "GRADIO_RUN_HISTORY": "False",
     "GRADIO_SHARE": "False",
     "HF_HUB_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "True",  # the value gradio itself sets with analytics off
     "DO_NOT_TRACK": "1",
 }
 
