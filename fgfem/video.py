@@ -20,17 +20,19 @@ Facts this module relies on, checked on the sample videos:
 - Timing is kept, not re-made: phone and cut clips are variable-frame-rate and
   their video often starts after the audio (0.84 s is common). ``probe_video``
   records every decoded frame's presentation time (``-vf showinfo`` on the
-  decoding pass it makes anyway), on ffmpeg's timeline of the file (zero is the
-  earliest stream's start). ``VideoWriter`` gives frame ``i`` exactly that time
-  again: a ``setpts`` expression indexed by frame number (a balanced tree of
-  linear runs, one run for a constant-rate clip) in the source's time base,
-  encoded with ``-enc_time_base filter`` so no tick is rounded away. A fixed
-  ``-r`` would space the frames evenly and drift out of sync.
-- Audio is muxed after encoding, from the source file with ffmpeg's usual
-  start-time shift, and the video is put back at its own start with
-  ``-itsoffset``: the video-minus-audio offset survives. The audio is cut at the
-  video's end on the audio input (``-t``) rather than with ``-shortest``, which
-  would also cut the video when the audio is shorter; a cut is reported in
+  decoding pass it makes anyway), read with ``-copyts`` and counted from the
+  container's start (``file_origin``): ffmpeg's own shift to zero looks at the
+  selected streams only, which for MPEG-TS erases the video's offset.
+  ``VideoWriter`` gives frame ``i`` exactly that time again: a ``setpts``
+  expression of the frame number (a balanced tree of linear runs, one run for a
+  constant-rate clip) in the source's time base, encoded with ``-enc_time_base
+  filter`` so no tick is rounded away. A fixed ``-r`` would space the frames
+  evenly and drift out of sync.
+- Audio is muxed after encoding with ``-copyts`` too: the encoded video already
+  lies on the source's timeline, the audio is moved onto it by ``-itsoffset``
+  (minus the same origin), so the video-minus-audio offset survives. The output
+  is cut at the video's end (``-t``) rather than with ``-shortest``, which would
+  also cut the video when the audio is shorter; a cut is reported in
   ``VideoWriter.notes``.
 - Display geometry and colour travel with the frames: the sample aspect ratio
   (``setsar``) and the colour tags (range, matrix, primaries, transfer) of the
@@ -44,6 +46,8 @@ Facts this module relies on, checked on the sample videos:
   ones of its output left by a process that no longer runs (a ``kill -9``), and
   ``terminate_cleanly`` turns SIGTERM into an exception so that ``with`` blocks
   delete their own.
+- This needs ffmpeg 7.1 or later (``-enc_time_base filter``, and ``-/vf FILE`` for
+  the filter script of a long variable-rate video); imageio-ffmpeg bundles 9.0.
 """
 
 from __future__ import annotations
@@ -120,9 +124,9 @@ class ColorTags:
 class VideoTiming:
     """The presentation time of every decoded frame, in integer ticks of ``time_base``.
 
-    Times are on ffmpeg's timeline of the file, where zero is the start of its earliest
-    stream: a video that starts 0.84 s after its audio has ``times[0] == 0.84``. Ticks,
-    not floats, so that writing them again loses nothing.
+    Times are on the file's timeline, counted from its container start when that is
+    positive (``file_origin``): a video that starts 0.84 s after its audio has
+    ``times[0] == 0.84``. Ticks, not floats, so that writing them again loses nothing.
     """
 
     time_base: Fraction
@@ -188,7 +192,7 @@ class VideoInfo:
     """Sample (pixel) aspect ratio, None when the file does not say (square pixels)."""
     color: ColorTags = ColorTags()
     file_start: float = 0.0
-    """The container's start time in seconds, which ffmpeg subtracts from every timestamp."""
+    """The container's start time in seconds (``timing`` counts from it when it is positive)."""
 
     @property
     def start_time(self) -> float:
