@@ -153,12 +153,27 @@ def report(fitted: rigfit.JointFit, names: list[str], canon: np.ndarray, perform
           + f"; largest off-diagonal {np.abs(off).max():.2f} ({AU_CODES[np.abs(off).max(1).argmax()]})")
 
 
+BASELINE = Path(__file__).resolve().parent / "au_calibration_before_rig.py"
+"""The estimator's calibration as shipped before the rig (features only): the baseline of every report."""
+
+
+def baseline_aus(canon: np.ndarray) -> np.ndarray:
+    """AUs of canonical landmarks under the calibration shipped before the rig."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("au_calibration_before_rig", BASELINE)
+    cal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cal)
+    z = (est.geometry_features(canon) - np.asarray(cal.FEATURE_CENTER)) / np.asarray(cal.FEATURE_SCALE)
+    return np.clip(z @ np.asarray(cal.WEIGHTS).T + np.asarray(cal.BIAS), 0, 5)
+
+
 def report_openface(fitted: rigfit.JointFit, labelled: list[rigfit.LabelledSet]) -> None:
-    """Per-AU Pearson r against the real OpenFace labels, the estimator before (shipped) and after the fit."""
-    print("\nPearson r vs OpenFace per AU (old -> new); '-' where OpenFace's std < 0.05")
+    """Per-AU Pearson r against the real OpenFace labels, the estimator before the rig and after the fit."""
+    print("\nPearson r vs OpenFace per AU (before the rig > now); '-' where OpenFace's std < 0.05")
     print(f"{'source':10s} " + " ".join(f"{c:>11s}" for c in AU_CODES))
     for s in labelled:
-        old = est.aus_from_features(est.geometry_features(s.canon))
+        old = baseline_aus(s.canon)
         new = np.clip(fitted.raw(s.canon), 0, 5)
         cells = []
         for k in range(len(AU_CODES)):

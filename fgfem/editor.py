@@ -122,7 +122,8 @@ class Editor:
         if rig is not None and hasattr(self.generator, "own_warp"):
             self.generator.own_warp = False
         # The path `fgfem info` reports: on CUDA cuDNN autotuning, channels_last, bf16 and CUDA
-        # graphs (measured 11-26x the one-face eager baseline on an H200); on CPU plain fp32.
+        # graphs (measured 11-26x the one-face eager baseline on an H200); on CPU bf16 where native
+        # and the model passes the precision check (``fgfem.perf``), otherwise fp32.
         self.plan = choose_plan(self.device, precision=precision)
         self._fast = FastGenerator(self.generator, self.plan)
         # A residual generator returns its input bit for bit for a zero edit (``au_weighted_change``
@@ -143,7 +144,7 @@ class Editor:
         """Load the generator from a safetensors file (default: the shipped weights)."""
         from fgfem.paths import find_default_weights
         from fgfem.rig.model import load_rig
-        from fgfem.weights import load_generator
+        from fgfem.weights import load_generator, resolve_weights
 
         if path is None:
             path = find_default_weights()
@@ -152,7 +153,7 @@ class Editor:
                     "no model weights found: pass --weights FILE.safetensors, set FGFEM_WEIGHTS, "
                     "or put the trained model at weights/default.safetensors"
                 )
-        path = Path(path)
+        path = resolve_weights(Path(path))
         if not path.is_file():
             raise FgfemError(f"weights file {path} does not exist")
         choice = resolve_device(device)
@@ -173,11 +174,11 @@ class Editor:
     # ----------------------------------------------------------------- faces and AUs
     def find_faces(self, rgb: np.ndarray, face: str = "largest") -> list[Face]:
         """Detected faces (with 68 landmarks) chosen by ``--face largest|all|N``; NoFaceError if none."""
-        from fgfem.prep.faces import detect_faces
+        from fgfem.prep.faces import detect_faces, no_face_message
 
         faces = detect_faces(self.backend, rgb, face)
         if not faces:
-            raise NoFaceError("no face found in the image (try a larger, frontal, well-lit face, or --backend fan)")
+            raise NoFaceError(no_face_message(self.backend, rgb))
         return list(faces)
 
     @staticmethod

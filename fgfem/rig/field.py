@@ -27,18 +27,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-SIGMA_IOD = 0.11
+SIGMA_IOD = 0.15
 """Width of the Gaussian kernel in inter-ocular distances: wide enough to carry the cheeks
 with the lip corners, narrow enough that a brow moving leaves the eye below it alone."""
-RIDGE = 1e-3
+RIDGE = 0.03
 """Tikhonov term of the interpolation: near-coincident landmarks asked to move apart (the
 inner lips of a closed mouth) get a smooth compromise instead of huge opposing weights."""
 ANCHOR_RING = 1.35
 """The anchor ring lies on the landmark hull scaled by this about the face centre."""
 FOREHEAD_IOD = 0.45
 """Forehead anchors sit this far above the brows (the brows may rise ~0.1 IOD)."""
-MIN_JACOBIAN = 0.25
-"""The forward map's Jacobian determinant may shrink an area to a quarter, never fold it."""
+MERGE_IOD = 0.05
+"""Control points closer than this (inter-ocular units) are merged (``merge_close``)."""
+MIN_JACOBIAN = 0.2
+"""The forward map's Jacobian determinant may shrink an area to a fifth, never fold it."""
 GRID = 128
 INVERSE_STEPS = 6
 
@@ -101,8 +103,8 @@ def landmark_field(crop_landmarks: np.ndarray, crop_motion: np.ndarray, size: in
     points = np.asarray(crop_landmarks, dtype=np.float64)
     iod = _iod(points)
     anchors = anchor_points(points)
-    controls = np.concatenate([points, anchors])
-    targets = np.concatenate([motion, np.zeros_like(anchors)])
+    controls, targets = merge_close(np.concatenate([points, anchors]),
+                                    np.concatenate([motion, np.zeros_like(anchors)]), MERGE_IOD * iod)
     sigma = SIGMA_IOD * iod
     weights = _rbf_weights(controls, targets, sigma)
     coords = _grid_coords(size, grid)
@@ -112,6 +114,32 @@ def landmark_field(crop_landmarks: np.ndarray, crop_motion: np.ndarray, size: in
     forward_t = torch.from_numpy(forward.transpose(2, 0, 1).astype(np.float32))
     inverse = invert_field(forward_t, size)
     return CropField(inverse=inverse, size=size, scale=scale, max_motion=float(np.abs(motion).max() * scale))
+
+
+def merge_close(controls: np.ndarray, targets: np.ndarray, distance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Control points closer than ``distance`` merged into one (mean position, mean motion).
+
+    Why: the inner lips of a closed mouth lie a fraction of a pixel apart; asked to move
+    differently, an interpolating field must tear there, and a smooth one overshoots and
+    folds instead. One merged point moves both lips by their mean, and the lips part by the
+    motion of the points around them.
+    """
+    groups = list(range(len(controls)))
+
+    def root(i: int) -> int:
+        while groups[i] != i:
+            groups[i] = groups[groups[i]]
+            i = groups[i]
+        return i
+
+    d2 = ((controls[:, None, :] - controls[None, :, :]) ** 2).sum(-1)
+    for i, j in zip(*np.nonzero(np.triu(d2 < distance**2, k=1)), strict=True):
+        groups[root(int(i))] = root(int(j))
+    labels = np.array([root(i) for i in range(len(controls))])
+    keys = np.unique(labels)
+    merged = np.stack([controls[labels == key].mean(0) for key in keys])
+    moved = np.stack([targets[labels == key].mean(0) for key in keys])
+    return merged, moved
 
 
 def _rbf_weights(controls: np.ndarray, targets: np.ndarray, sigma: float) -> np.ndarray:
