@@ -200,20 +200,25 @@ def edit_frames(
 def _flush(
     editor: Editor, pending: list[tuple[np.ndarray, list[Face], np.ndarray]], mode: str, intensity: float
 ) -> Iterator[FrameEdit]:
-    """Align every face of the pending frames, run them through the generator together, paste back."""
+    """Align every face of the pending frames, move them by the rig, run the generator on all of them
+    together, then warp each frame at full resolution and paste the generator's change."""
+    from fgfem.rig.field import warp_crops
+
     aligned = [editor.align(rgb, faces) if faces else None for rgb, faces, _ in pending]
-    crops = [as_tensor(a.crops, editor.device.device) for a in aligned if a is not None]
+    fields = [editor.geometry(a, d * np.float32(intensity)) if a is not None else []
+              for a, (_, _, d) in zip(aligned, pending, strict=True)]
+    crops = [warp_crops(as_tensor(a.crops, editor.device.device), f)
+             for a, f in zip(aligned, fields, strict=True) if a is not None]
     if crops:
-        deltas = np.concatenate([d for _, faces, d in pending if faces])
-        edited, reference = editor.edit_batch(torch.cat(crops), deltas, [intensity])
-        edited = edited[0]
+        deltas = np.concatenate([d for _, faces, d in pending if faces]) * np.float32(intensity)
+        edited, reference = editor.appearance(torch.cat(crops), deltas)
     start = 0
-    for (rgb, faces, _), batch_aligned in zip(pending, aligned, strict=True):
+    for (rgb, faces, _), batch_aligned, batch_fields in zip(pending, aligned, fields, strict=True):
         if batch_aligned is None:
             yield FrameEdit(rgb=rgb, faces=0)
             continue
         stop = start + len(faces)
-        out = editor.paste(rgb, edited[start:stop], reference[start:stop], batch_aligned, mode=mode)
+        out = editor.compose(rgb, batch_aligned, batch_fields, edited[start:stop], reference[start:stop], mode=mode)
         start = stop
         yield FrameEdit(rgb=out, faces=len(faces))
 
