@@ -101,8 +101,8 @@ def facs_prior() -> np.ndarray:
     """17 x 68 x 2: FACS's direction of each AU's motion, about one OpenFace unit, in IOD.
 
     The sizes are rough (a posed prototype AU reads ~2-3 in OpenFace and moves its region by
-    ~0.05-0.2 IOD, docs/design.md, "Measured expression geometry"); ``fgfem.rig.fit`` rescales each pattern so that the
-    estimator reads it back as exactly one unit.
+    ~0.05-0.2 IOD, docs/design.md, "Measured expression geometry"); ``fgfem.rig.fit`` rescales
+    each pattern so that the estimator reads it back as exactly one unit.
     """
     prior = np.zeros((NUM_AUS, NUM_LANDMARKS, 2))
 
