@@ -4,7 +4,7 @@ The two directions of one geometric AU model (``fgfem.prep.au_estimator`` reads 
 landmarks, ``fgfem.rig`` moves landmarks by AUs) are fitted in one objective, so that they
 agree by construction. Fitted separately, a rig driven by the old estimator reproduced 0.24
 of real expression motion, while 17 numbers can carry 0.79 of it (PCA): the estimator must
-read the AUs in a way the rig can play back (DESIGN.md section 8, in ``docs/design.md``).
+read the AUs in a way the rig can play back (docs/design.md, "Measured expression geometry").
 
 Terms, all on real data (``benchmarks/fit_rig.py`` gathers it):
 
