@@ -3,7 +3,7 @@
 A training step here is what the training loop does once per generator update:
 one critic step (WGAN loss + AU regression + gradient penalty) and one generator
 step (adversarial + AU loss on G(x, r), identity G(x, 0), cycle G(G(x, r), -r),
-total variation), each followed by an Adam update. Loss weights follow DESIGN.md §3;
+total variation), each followed by an Adam update. Loss weights follow docs/design.md, "Training";
 the numbers only matter for cost, not for learning. Data are random tensors, so the
 benchmark needs no face data.
 

@@ -1,4 +1,4 @@
-"""Measured quality of a generator on held-out faces (DESIGN.md section 6, the library side of ``fgfem eval``).
+"""Measured quality of a generator on held-out faces (docs/design.md, "Evaluation"; the library side of ``fgfem eval``).
 
 What "better" means, per face crop ``x`` at the generator's image size:
 

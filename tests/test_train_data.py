@@ -1,4 +1,4 @@
-"""Training data: layouts are recognised, and relative-AU sampling follows DESIGN.md section 3.
+"""Training data: layouts are recognised, and relative-AU sampling follows docs/design.md, "Training".
 
 ``build_tiny_dataset`` writes real, aligned 128 px faces with real OpenFace AUs (GANimation
 and vipermu samples) in fgfem's own layout; the other training tests import it.

@@ -1,6 +1,6 @@
 """Paste-back: put edited face crops into the full-resolution original.
 
-The default pastes the *change* (DESIGN.md section 4)::
+The default pastes the *change* (docs/design.md, "Paste-back")::
 
     out = original + mask * warp_back(G(x, r) - G(x, 0))
 

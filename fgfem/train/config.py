@@ -1,4 +1,4 @@
-"""Every training hyper-parameter, once, in one dataclass (DESIGN.md section 3).
+"""Every training hyper-parameter, once, in one dataclass (docs/design.md, "Training").
 
 The defaults are the paper's (Ling et al. 2020, reference ``src/launch/train.sh``); the
 CLI passes only the flags a user actually gave (``from_cli``), so a resumed run keeps
@@ -27,7 +27,7 @@ RESUMABLE_OVERRIDES = frozenset(
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of one training run; see DESIGN.md section 3 for where each comes from."""
+    """Hyper-parameters of one training run; docs/design.md, "Training", says where each comes from."""
 
     # Networks and data.
     preset: str = "paper"

@@ -1,4 +1,4 @@
-"""Training faces and the relative-AU sampling of the paper (DESIGN.md section 3).
+"""Training faces and the relative-AU sampling of the paper (docs/design.md, "Training").
 
 Three folder layouts are read, detected from the files present:
 
