@@ -19,11 +19,11 @@ What "better" means, per face crop ``x`` at the generator's image size:
 Landmarks on the crops. Measured on 239 crops of ``fgfem prep`` (emotions photos) against
 the landmarks prep found on the full-resolution photo (kept in its journal): the face
 backend's ``detect`` (HOG on an 800 px copy + CNN check) misses 8 % of the tight crops,
-takes ~0.8 s per crop, and lands 0.078 inter-ocular distances (IOD) off, AU MAE 0.14;
+is slow, and lands 0.078 inter-ocular distances (IOD) off, AU MAE 0.14;
 plain HOG on the crop finds only 30-60 % of them at any upscale or padding, because the
 face fills the crop. The 68-point predictor run directly on one fixed box
 (``FACE_BOX``, fractions of the crop) lands 0.036 IOD off (median 0.028), AU MAE 0.09,
-in ~15 ms, and never "misses"; upscaling the crop x2/x3 first changes nothing
+about fifty times faster, and never "misses"; upscaling the crop x2/x3 first changes nothing
 (0.038 IOD). It works because every crop is aligned to one template, and it keeps the
 box identical for ``x`` and ``G(x, r)``, so only the image content differs between them.
 The price: a generator output that is no face still gets (meaningless) landmarks.
@@ -33,9 +33,10 @@ The floor under these numbers, measured on the 81 vipermu crops with a stand-in
 leakage 0.045 / 0.051, AU drift 0.044 / 0.050, identity distance 0.034 / 0.071. Leakage
 or drift near 0.05 is therefore measurement noise, not the generator.
 
-Cost on a CPU (a shared, busy 2-core machine): per face, the lite generator's 1 + 2K
-images (K edited AUs: edits, zero edit, cycles) take ~1.4 s for K = 4, the 2 + K dlib
-descriptors ~1.2 s, landmarks ~0.05 s: 40 faces took 100 s, 40 s with ``identity=False``.
+Cost on a CPU: per face, the generator makes 1 + 2K images (K edited AUs: edits, zero
+edit, cycles) and dlib computes 2 + K identity descriptors, which cost about as much as the
+generator; landmarks are cheap. ``identity=False`` more than halves the time (timings in
+``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -211,7 +212,7 @@ class EvalConfig:
     batch: int = 16
     """Faces per generator pass (each pass holds 1 + len(aus) images per face)."""
     identity: bool = True
-    """Measure identity with dlib's descriptor (the slowest part on a CPU, ~0.1 s per image)."""
+    """Measure identity with dlib's descriptor (the slowest part on a CPU; see the module docstring)."""
 
     def au_indices(self) -> list[int]:
         if not self.aus:

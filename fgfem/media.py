@@ -414,8 +414,8 @@ def save_image(
     elif fmt == "WEBP":
         kwargs.update(quality=int(quality), method=4)
     elif fmt == "PNG":
-        # zlib level 1 (OpenCV's default too): 4x faster than PIL's 6 on a 1024 px photo (128 vs 498 ms)
-        # for files ~13 % larger; the encode was the largest stage of an edit after detection.
+        # zlib level 1 (OpenCV's default too): several times faster than PIL's 6 for files ~13 % larger;
+        # the encode was the largest stage of an edit after detection (timings: benchmarks/README.md).
         kwargs.update(compress_level=PNG_COMPRESS_LEVEL)
     elif fmt == "GIF":
         image = image.convert("P", palette=Image.Palette.ADAPTIVE) if image.mode == "RGB" else image

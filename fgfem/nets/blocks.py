@@ -25,11 +25,10 @@ class TinyMapConv2d(nn.Conv2d):
     """A convolution that runs as unfold + one matrix product where its output map is tiny.
 
     Why: the critic's last strided convolutions (4x4 -> 2x2 and 8x8 -> 4x4, the widest layers)
-    run far below the CPU's matrix speed in oneDNN; as im2col + GEMM the 4x4 -> 2x2 one is 2.4x
-    faster forward, backward and through the gradient penalty's double backward (1.2x for
-    8x8 -> 4x4; bigger maps are slower this way, so they keep oneDNN). Measured on the 2-core
-    development CPU, batch 8, `lite` widths. The same function and parameters either way; GPUs
-    keep the ordinary path.
+    run far below the CPU's matrix speed in oneDNN; as im2col + GEMM they are faster forward,
+    backward and through the gradient penalty's double backward (bigger maps are slower this
+    way, so they keep oneDNN; figures in ``benchmarks/README.md``, "Measured after the CPU layer
+    rewrites"). The same function and parameters either way; GPUs keep the ordinary path.
     """
 
     # Off: always the ordinary path (the benchmarks' baseline, see fgfem.nets.use_cpu_rewrites).

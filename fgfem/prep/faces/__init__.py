@@ -44,7 +44,7 @@ def get_backend(name: str = "auto", *, device: str = "cpu") -> FaceBackend:
     """A ready backend: ``dlib``, ``fan`` or ``auto`` (fan if its weights are on disk, else dlib).
 
     ``dlib-cnn`` is dlib with the MMOD CNN detector over the whole image instead of HOG:
-    for hard cases, ~6 s per photo on a CPU.
+    for hard cases, and far slower on a CPU (timings: benchmarks/README.md).
 
     Cached per (name, device): models load once per process, however many callers ask.
     """
@@ -64,7 +64,8 @@ def detect_faces(backend: FaceBackend, rgb: np.ndarray, which: str = "largest") 
     """``select_faces(backend.detect(rgb), which)``, letting the backend skip work for ``largest``.
 
     Only the largest face is kept then, so ``detect_largest`` may leave out checks of faces
-    that could not be chosen (dlib: the ~400 ms CNN check of a marginal box).
+    that could not be chosen (dlib: the CNN check of a marginal box, the costliest step of a
+    detection; timings: benchmarks/README.md).
     """
     largest = str(which).strip().lower() == "largest"
     found = backend.detect_largest(rgb) if largest else backend.detect(rgb)

@@ -11,8 +11,8 @@ How detection works, and why:
   ``SCAN_FACE`` px in the copy (HOG's window is 80 px; faces much smaller than that in the
   image it scans are missed): a fixed 800 px copy of a 2000 px photo loses every face
   under ~120 px. The copy is never smaller than ``detect_size`` (tiny images are scaled
-  *up*) and never longer than ``max_scan`` px (HOG time grows with the pixels: 0.03 s at
-  800 px, 0.16 s at 2000, 0.42 s at 3200 on one CPU core), so the smallest face found in
+  *up*) and never longer than ``max_scan`` px (HOG time grows with the pixels scanned;
+  timings in ``benchmarks/README.md``), so the smallest face found in
   a photo depends on its size (``smallest_face``; 40 px up to 2560 px photos).
 - The cheap ``detect_size`` copy is scanned first and the finer one only when that finds
   nothing, or when a face it found is near its smallest size, so that others a little
@@ -21,8 +21,8 @@ How detection works, and why:
 - HOG alone is either blind to hard faces (sunglasses, turned heads) or, with a lower
   threshold, sees faces in clothing. So boxes above ``accept_score`` are taken at once;
   marginal ones (down to ``candidate_score``) are confirmed by dlib's MMOD CNN run on
-  a small crop around the box only: ~0.3 s per candidate instead of ~6 s for a CNN pass
-  over the whole image. Measured on the samples: this finds the fifth face (sunglasses)
+  a small crop around the box only: a fraction of the time of a CNN pass over the whole
+  image (timings in ``benchmarks/README.md``). Measured on the samples: this finds the fifth face (sunglasses)
   in ``multi_face.jpg`` and rejects the false boxes on ``astronaut.png``.
 - The 68-point predictor then runs on the full-resolution image.
 """
@@ -82,7 +82,7 @@ class DlibConfig:
     max_verify: int = 4
     """At most this many marginal boxes are checked, best first (bounds the worst-case time)."""
     detector: str = "hog"
-    """``hog`` (default, fast) or ``cnn`` (MMOD over the whole image: slow, ~6 s on a CPU)."""
+    """``hog`` (default, fast) or ``cnn`` (MMOD over the whole image: slow on a CPU)."""
 
 
 def models_dir() -> Path | None:
@@ -139,7 +139,8 @@ class DlibBackend(FaceBackend):
         accepted skip the CNN check that ``detect`` gives them: a smaller one could never be
         chosen, and of two faces of about the same size the clear one is the better pick. On
         a 1024 px portrait with one clear face and two marginal boxes (one of them 1 px
-        taller than the face) that is ~110 ms instead of ~1 s.
+        taller than the face) that skips both CNN checks, most of the detection's time
+        (timings in ``benchmarks/README.md``).
         """
         return self._detect(rgb, largest_only=True)
 
