@@ -38,3 +38,17 @@ def test_cuda_without_gpu_is_a_clear_error(capsys) -> None:
         pytest.skip("a CUDA GPU is present; this checks the message shown where there is none")
     assert run(["info", "--device", "cuda"]) == 1
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_prep_takes_face_like_every_command_and_still_reads_faces(capsys, tmp_path) -> None:
+    assert run(["prep", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert "--face" in help_text and "--faces" not in help_text  # the old spelling is hidden
+    assert run(["prep", str(tmp_path / "raw"), str(tmp_path / "data"), "--face", "2"]) == 1
+    assert "--face '2'" in capsys.readouterr().err
+    # The deprecated --faces still works (here it gets as far as the missing input), with a warning.
+    assert run(["prep", str(tmp_path / "raw"), str(tmp_path / "data"), "--faces", "all"]) == 1
+    err = capsys.readouterr().err
+    assert "--faces is deprecated" in err and "input not found" in err
+    assert run(["prep", str(tmp_path / "raw"), str(tmp_path / "data"), "--face", "all", "--faces", "largest"]) == 1
+    assert "disagree" in capsys.readouterr().err

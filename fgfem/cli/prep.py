@@ -17,7 +17,8 @@ def prep_command(
     size: int = typer.Option(128, "--size", help="Crop size in pixels (128 or 256)."),
     min_face: float = typer.Option(40.0, "--min-face", help="Reject faces whose box is smaller than this (px)."),
     fps: float = typer.Option(2.0, "--fps", help="Frames sampled per second of video."),
-    faces: str = typer.Option("largest", "--faces", help="Faces per photo: largest or all."),
+    face: str = typer.Option("largest", "--face", help="Faces per photo: largest or all."),
+    faces: str | None = typer.Option(None, "--faces", hidden=True, help="Deprecated spelling of --face."),
     labels: Path | None = typer.Option(
         None, "--labels", help="Existing AU labels (OpenFace .csv, GANimation/reference .pkl) instead of estimating."
     ),
@@ -45,11 +46,10 @@ def prep_command(
 
     if size % 64 or size <= 0:
         raise FgfemError(f"--size {size}: use a multiple of 64 (128 or 256)")
-    if faces not in ("largest", "all"):
-        raise FgfemError(f"--faces {faces!r}: use largest or all")
+    face = _face_choice(face, faces)
     if workers < 1:
         raise FgfemError("--workers must be at least 1")
-    options = PrepOptions(size=size, min_face=min_face, backend=backend, fps=fps, faces=faces, labels=labels,
+    options = PrepOptions(size=size, min_face=min_face, backend=backend, fps=fps, faces=face, labels=labels,
                           workers=workers, limit=limit, quick=quick)
     columns = (TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
@@ -70,6 +70,22 @@ def prep_command(
         f"(reasons in manifest.json); this run processed {summary.processed} units "
         f"({summary.done_before} already done) in {summary.seconds:.1f} s, {summary.units_per_second:.1f}/s"
     )
+
+
+def _face_choice(face: str, faces: str | None) -> str:
+    """``--face largest|all``; the old ``--faces`` still works, with a note, and must not contradict it."""
+    from fgfem.cli.app import report_warning
+    from fgfem.errors import FgfemError
+
+    if faces is not None:
+        if face != "largest" and faces != face:
+            raise FgfemError(f"--face {face!r} and --faces {faces!r} disagree; give --face only")
+        report_warning("--faces is deprecated; use --face (as every other command does)")
+        face = faces
+    if face not in ("largest", "all"):
+        raise FgfemError(f"--face {face!r}: prep keeps the largest face or all faces of each photo; "
+                         "use largest or all")
+    return face
 
 
 def _first_reject(out_dir: Path) -> str:
