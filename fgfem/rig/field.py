@@ -35,6 +35,8 @@ RIDGE = 0.03
 inner lips of a closed mouth) get a smooth compromise instead of huge opposing weights."""
 ANCHOR_RING = 1.35
 """The anchor ring lies on the landmark hull scaled by this about the face centre."""
+CHIN_EXTRA = 0.4
+"""Straight below the face the ring lies this much farther out (``ring_factor``)."""
 FOREHEAD_IOD = 0.45
 """Forehead anchors sit this far above the brows (the brows may rise ~0.1 IOD)."""
 MERGE_IOD = 0.05
@@ -59,6 +61,8 @@ class CropField:
     size: int
     scale: float
     max_motion: float
+    cavity: torch.Tensor | None = None
+    """G x G in [0, 1]: where parted lips open onto the inside of the mouth (None: they do not part)."""
 
     @property
     def grid(self) -> int:
@@ -71,10 +75,19 @@ def anchor_points(crop_landmarks: np.ndarray) -> np.ndarray:
     iod = _iod(points)
     centre = points[:, :].mean(axis=0)
     angles = np.linspace(0.0, 2.0 * np.pi, 28, endpoint=False)
-    radius = np.array([_hull_radius(points - centre, a) for a in angles]) * ANCHOR_RING
+    radius = np.array([_hull_radius(points - centre, a) for a in angles]) * ring_factor(angles)
     ring = centre + radius[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1)
     forehead = points[17:27] - np.array([0.0, FOREHEAD_IOD * iod])
     return np.concatenate([ring, forehead])
+
+
+def ring_factor(angles: np.ndarray) -> np.ndarray:
+    """How far out the anchor ring lies in each direction (y down): farther below the chin.
+
+    A dropping or rising jaw drags the skin of the chin and neck with it; anchors just
+    below the chin would squeeze that skin into a visible seam against the collar.
+    """
+    return ANCHOR_RING + CHIN_EXTRA * np.clip(np.sin(angles), 0.0, None) ** 2
 
 
 def _iod(points: np.ndarray) -> float:
@@ -95,25 +108,80 @@ def landmark_field(crop_landmarks: np.ndarray, crop_motion: np.ndarray, size: in
     """The sampling field that moves ``crop_landmarks`` by ``crop_motion`` (both 68 x 2 crop px).
 
     None when nothing moves (a zero edit must stay the photo bit for bit, so it is not
-    resampled at all).
+    resampled at all). Where the edit parts lips that touch (``lips_part``), the field tears
+    along the lip line: the upper lip follows one smooth field, the lower lip another, and
+    the gap between them is the mouth's inside (``CropField.cavity``).
     """
     motion = np.asarray(crop_motion, dtype=np.float64)
     if not np.any(np.abs(motion) > 1e-6):
         return None
     points = np.asarray(crop_landmarks, dtype=np.float64)
+    coords = _grid_coords(size, grid)
+    if not lips_part(points, motion):
+        forward = _smooth_forward(points, motion, coords)
+        scale = _fold_free_scale(forward, size / grid)
+        inverse = invert_field(_as_tensor(forward * scale), size)
+        return CropField(inverse=inverse, size=size, scale=scale, max_motion=float(np.abs(motion).max() * scale))
+    upper, lower = motion.copy(), motion.copy()
+    upper[list(LOWER_INNER)] = motion[list(UPPER_INNER)][::-1]
+    lower[list(UPPER_INNER)] = motion[list(LOWER_INNER)][::-1]
+    forward_up = _smooth_forward(points, upper, coords)
+    forward_down = _smooth_forward(points, lower, coords)
+    scale = min(_fold_free_scale(forward_up, size / grid), _fold_free_scale(forward_down, size / grid))
+    inverse_up = invert_field(_as_tensor(forward_up * scale), size)
+    inverse_down = invert_field(_as_tensor(forward_down * scale), size)
+    top = _lip_line(points, upper * scale, (60, 61, 62, 63, 64), coords)
+    bottom = _lip_line(points, lower * scale, (60, 67, 66, 65, 64), coords)
+    y = torch.from_numpy(coords[..., 1].astype(np.float32))
+    corners = points[[60, 64]] + 0.5 * (upper + lower)[[60, 64]] * scale
+    inside = torch.isfinite(top) & torch.isfinite(bottom)
+    middle = torch.where(inside, 0.5 * (top + bottom), torch.tensor(float(corners[:, 1].mean())))
+    inverse = torch.where((y < middle)[None], inverse_up, inverse_down)
+    # Soft by about a crop pixel at each lip, so the photo-resolution edge is antialiased.
+    cavity = ((y - top + 0.5).clamp(0, 1) * (bottom - y + 0.5).clamp(0, 1)) * (bottom > top + 0.5)
+    return CropField(inverse=inverse, size=size, scale=scale, max_motion=float(np.abs(motion).max() * scale),
+                     cavity=cavity.float())
+
+
+UPPER_INNER = (61, 62, 63)
+LOWER_INNER = (67, 66, 65)
+"""Inner-lip points, paired: 61 sits on 67, 62 on 66, 63 on 65 when the mouth is closed."""
+PART_PX = 0.75
+"""The lips part when the lower inner lip is asked to move this many crop pixels further down."""
+
+
+def lips_part(points: np.ndarray, motion: np.ndarray) -> bool:
+    """Does this motion open lips that now touch (or nearly: less than ``MERGE_IOD`` apart)?"""
+    iod = _iod(points)
+    gap = (points[list(LOWER_INNER), 1] - points[list(UPPER_INNER), 1]).mean()
+    opening = (motion[list(LOWER_INNER), 1] - motion[list(UPPER_INNER), 1]).mean()
+    return bool(gap < MERGE_IOD * iod and opening > PART_PX)
+
+
+def _smooth_forward(points: np.ndarray, motion: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """The Gaussian-RBF forward motion on the grid, windowed to zero beyond the anchor ring."""
     iod = _iod(points)
     anchors = anchor_points(points)
     controls, targets = merge_close(np.concatenate([points, anchors]),
                                     np.concatenate([motion, np.zeros_like(anchors)]), MERGE_IOD * iod)
     sigma = SIGMA_IOD * iod
     weights = _rbf_weights(controls, targets, sigma)
-    coords = _grid_coords(size, grid)
-    forward = _rbf_eval(coords, controls, weights, sigma) * _window(coords, points, anchors)[..., None]
-    scale = _fold_free_scale(forward, size / grid)
-    forward *= scale
-    forward_t = torch.from_numpy(forward.transpose(2, 0, 1).astype(np.float32))
-    inverse = invert_field(forward_t, size)
-    return CropField(inverse=inverse, size=size, scale=scale, max_motion=float(np.abs(motion).max() * scale))
+    return _rbf_eval(coords, controls, weights, sigma) * _window(coords, points, anchors)[..., None]
+
+
+def _as_tensor(forward: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(forward.transpose(2, 0, 1).astype(np.float32))
+
+
+def _lip_line(points: np.ndarray, motion: np.ndarray, chain: tuple[int, ...], coords: np.ndarray) -> torch.Tensor:
+    """G x G: the y of the moved lip line (through ``chain``) above each grid column; +-inf outside the mouth."""
+    moved = points[list(chain)] + motion[list(chain)]
+    order = np.argsort(moved[:, 0])
+    xs, ys = moved[order, 0], moved[order, 1]
+    line = np.interp(coords[..., 0], xs, ys)
+    outside = (coords[..., 0] < xs[0]) | (coords[..., 0] > xs[-1])
+    line = np.where(outside, np.inf if chain[1] == 61 else -np.inf, line)
+    return torch.from_numpy(line.astype(np.float32))
 
 
 def merge_close(controls: np.ndarray, targets: np.ndarray, distance: float) -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +246,7 @@ def _window(coords: np.ndarray, points: np.ndarray, anchors: np.ndarray) -> np.n
     table = np.linspace(-np.pi, np.pi, 73)
     inner = np.array([_hull_radius(points - centre, a) for a in table])
     inner = np.maximum(inner, 1e-6)
-    outer = inner * ANCHOR_RING
+    outer = inner * ring_factor(table)
     r_in = np.interp(angle, table, inner)
     r_out = np.interp(angle, table, outer)
     t = np.clip((np.linalg.norm(rel, axis=-1) - r_in) / np.maximum(r_out - r_in, 1e-6), 0.0, 1.0)

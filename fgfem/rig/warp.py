@@ -21,6 +21,8 @@ from fgfem.rig.field import CropField
 
 SUPPORT_PX = 0.02
 """Crop-frame offsets below this (in crop pixels) count as no motion when bounding the field."""
+CAVITY_SHADE = 0.45
+"""The inside of the mouth is this much darker than the darkest part of the closed lips' line."""
 STILL_PX = 1e-3
 """Image offsets below this are treated as exactly zero: those pixels are copied, not resampled."""
 
@@ -34,18 +36,22 @@ def warp_photo(rgb: np.ndarray, aligned: AlignedBatch, fields: Sequence[CropFiel
     return out
 
 
-def image_offsets(aligned: AlignedBatch, index: int, field: CropField,
-                  box: tuple[int, int, int, int]) -> torch.Tensor:
-    """2 x h x w: how far (image px) the content shown at each pixel of ``box`` has moved."""
+def _crop_grid(aligned: AlignedBatch, index: int, field: CropField, box: tuple[int, int, int, int]) -> torch.Tensor:
+    """1 x h x w x 2: where each image pixel of ``box`` falls in the field's grid (grid_sample units)."""
     x0, y0, x1, y1 = box
     matrix = np.asarray(aligned.matrices[index], dtype=np.float64)
     ys, xs = torch.meshgrid(torch.arange(y0, y1, dtype=torch.float64), torch.arange(x0, x1, dtype=torch.float64),
                             indexing="ij")
     u = matrix[0, 0] * xs + matrix[0, 1] * ys + matrix[0, 2]
     v = matrix[1, 0] * xs + matrix[1, 1] * ys + matrix[1, 2]
-    norm = torch.stack([(u + 0.5) / field.size * 2 - 1, (v + 0.5) / field.size * 2 - 1], dim=-1)
-    crop_offsets = F.grid_sample(field.inverse[None].double(), norm[None], mode="bilinear",
-                                 padding_mode="zeros", align_corners=False)[0]
+    return torch.stack([(u + 0.5) / field.size * 2 - 1, (v + 0.5) / field.size * 2 - 1], dim=-1)[None]
+
+
+def image_offsets(aligned: AlignedBatch, index: int, field: CropField,
+                  box: tuple[int, int, int, int]) -> torch.Tensor:
+    """2 x h x w: how far (image px) the content shown at each pixel of ``box`` has moved."""
+    crop_offsets = F.grid_sample(field.inverse[None].double(), _crop_grid(aligned, index, field, box),
+                                 mode="bilinear", padding_mode="zeros", align_corners=False)[0]
     linear = np.asarray(aligned.inverse[index], dtype=np.float64)[:, :2]
     back = torch.as_tensor(linear)
     return torch.einsum("ij,jhw->ihw", back, crop_offsets)
@@ -83,5 +89,35 @@ def _warp_face(out: np.ndarray, aligned: AlignedBatch, index: int, field: CropFi
     warped = warped.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     still = (offsets.abs().amax(dim=0) < STILL_PX).numpy()
     region = out[y0:y1, x0:x1]
+    if field.cavity is not None:
+        colour = mouth_colour(region, aligned.faces[index].landmarks, (x0, y0))  # the photo, still unwarped
+        alpha = F.grid_sample(field.cavity[None, None].double(), _crop_grid(aligned, index, field, box),
+                              mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0].numpy()
+        inside = alpha > 0
+        warped = warped.astype(np.float32)
+        warped[inside] = warped[inside] * (1 - alpha[inside, None]) + colour * alpha[inside, None]
+        warped = np.clip(np.round(warped), 0, 255).astype(np.uint8)
+        still &= ~inside
     region[~still] = warped[~still]
+
+
+def mouth_colour(region: np.ndarray, landmarks: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+    """The colour the inside of an opening mouth shows: the lips' own dark line, darkened further.
+
+    Sampled from the photo itself along the inner-lip line (where the lips meet, the darkest
+    part of a closed mouth), so a warm-lit or a grey photo gets a cavity of its own tones.
+    """
+    x0, y0 = origin
+    line = np.asarray(landmarks, dtype=np.float64)[[60, 61, 62, 63, 64]] - (x0, y0)
+    samples = []
+    for a, b in zip(line[:-1], line[1:], strict=True):
+        for t in np.linspace(0.0, 1.0, 8):
+            x, y = np.round(a + t * (b - a)).astype(int)
+            if 0 <= y < region.shape[0] and 0 <= x < region.shape[1]:
+                samples.append(region[y, x, :3].astype(np.float32))
+    if not samples:
+        return np.array([40.0, 20.0, 20.0], dtype=np.float32)
+    values = np.stack(samples)
+    darkest = values[np.argsort(values.sum(1))[: max(1, len(values) // 4)]].mean(0)
+    return (darkest * CAVITY_SHADE).astype(np.float32)
 

@@ -1,0 +1,262 @@
+"""Edits judged as a user sees them: on whole photos, with measures fgfem was not fitted against.
+
+``fgfem.evaluate`` scores the generator on its 128 px crops with fgfem's own AU estimator.
+That is what training optimises, so it cannot say whether a face visibly moved. This module
+edits full photos with the whole pipeline (rig, generator, paste-back), finds the face
+again with dlib's 68-point predictor, and measures:
+
+- **landmark cues** in inter-ocular units (IOD), in the source face's canonical frame (eye
+  centres at (+-0.5, 0), y down): lip-corner rise, mouth width, inner-brow gap and rise,
+  inner-lip gap, lip-corner drop; and **locality**: how far the landmarks outside the
+  edited AU's region (``fgfem.rig.regions``) moved;
+- **sharpness**: variance of the Laplacian inside the face (landmark hull), edited over source;
+- **identity**: distance of dlib's ResNet face descriptors (0.6 is dlib's same-person threshold);
+- **round trip**: PSNR of the photo edited by +r and then by -r, against the photo;
+- **transfer share** on same-person neutral -> posed pairs: ``1 - err(edit, posed) /
+  err(neutral, posed)`` over the 51 inner landmarks, with the ceiling that two neutral photos
+  of one person allow.
+
+None of these reads fgfem's AU estimator, so a model cannot score well by fooling it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fgfem.aus import AU_CODES, NUM_AUS
+from fgfem.errors import NoFaceError
+from fgfem.prep.au_estimator import canonical_landmarks
+from fgfem.rig.regions import AU_REGIONS
+
+INNER = np.arange(17, 68)
+"""The 51 inner landmarks (the jaw outline is located least reliably)."""
+
+CUES: dict[str, Callable[[np.ndarray], float]] = {
+    # Each cue of canonical landmarks (68 x 2, y down): the edit's measure is after - before.
+    "lip_corner_rise": lambda c: float(-(c[48, 1] + c[54, 1]) / 2),
+    "mouth_width": lambda c: float(c[54, 0] - c[48, 0]),
+    "inner_brow_gap": lambda c: float(c[22, 0] - c[21, 0]),
+    "inner_brow_rise": lambda c: float(-(c[21, 1] + c[22, 1]) / 2),
+    "outer_brow_rise": lambda c: float(-(c[17, 1] + c[26, 1]) / 2),
+    "inner_lip_gap": lambda c: float(c[66, 1] - c[62, 1]),
+    "eye_opening": lambda c: float((c[41, 1] + c[40, 1] - c[37, 1] - c[38, 1] + c[47, 1] + c[46, 1]
+                                    - c[43, 1] - c[44, 1]) / 4),
+}
+"""What moves for each AU, measured on landmarks (names say the direction that grows)."""
+
+AU_CUES: dict[str, tuple[str, ...]] = {
+    "AU01": ("inner_brow_rise",),
+    "AU02": ("outer_brow_rise",),
+    "AU04": ("inner_brow_gap", "inner_brow_rise"),
+    "AU05": ("eye_opening",),
+    "AU07": ("eye_opening",),
+    "AU12": ("lip_corner_rise", "mouth_width"),
+    "AU15": ("lip_corner_rise",),
+    "AU20": ("mouth_width",),
+    "AU25": ("inner_lip_gap",),
+    "AU26": ("inner_lip_gap",),
+    "AU45": ("eye_opening",),
+}
+
+
+@dataclass
+class FaceMeasure:
+    """Landmarks (canonical and pixel), descriptor and the face's hull mask of one photo's largest face."""
+
+    canon: np.ndarray
+    pixels: np.ndarray
+    descriptor: np.ndarray | None
+
+
+@dataclass
+class PhotoEditMeasure:
+    """One photo, one AU, one intensity."""
+
+    source: str
+    au: str
+    intensity: float
+    cues: dict[str, float]
+    locality: float
+    sharpness_ratio: float
+    identity: float | None
+
+
+@dataclass
+class PhotoReport:
+    """Every measure, per edit and averaged, for the CLI table and the model card."""
+
+    edits: list[PhotoEditMeasure] = field(default_factory=list)
+    round_trip_psnr: list[float] = field(default_factory=list)
+    transfer: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per (AU, intensity): the mean of each cue, locality, sharpness and identity."""
+        out: dict[str, dict[str, float]] = {}
+        for key in sorted({(e.au, e.intensity) for e in self.edits}, key=lambda k: (AU_CODES.index(k[0]), k[1])):
+            rows = [e for e in self.edits if (e.au, e.intensity) == key]
+            entry = {name: float(np.mean([r.cues[name] for r in rows])) for name in CUES}
+            entry["locality"] = float(np.mean([r.locality for r in rows]))
+            entry["sharpness_ratio"] = float(np.mean([r.sharpness_ratio for r in rows]))
+            ids = [r.identity for r in rows if r.identity is not None]
+            entry["identity"] = float(np.mean(ids)) if ids else float("nan")
+            entry["faces"] = float(len(rows))
+            out[f"{key[0]}@{key[1]:+g}"] = entry
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary(), "round_trip_psnr": self.round_trip_psnr, "transfer": self.transfer,
+                "skipped": self.skipped}
+
+
+class PhotoJudge:
+    """dlib's landmarks and face descriptor, loaded once."""
+
+    def __init__(self, backend: Any, *, identity: bool = True) -> None:
+        self.backend = backend
+        self._recognizer = None
+        self._predictor = None
+        if identity:
+            from fgfem.evaluate import IDENTITY_MODEL, _load_recognizer
+            from fgfem.prep.faces.dlib_backend import models_dir
+
+            folder = models_dir()
+            if folder is not None and (folder / IDENTITY_MODEL).is_file():
+                self._recognizer = _load_recognizer(str(folder / IDENTITY_MODEL))
+
+    def measure(self, rgb: np.ndarray) -> FaceMeasure:
+        """The largest face's landmarks (and descriptor); NoFaceError when there is none."""
+        from fgfem.prep.faces import detect_faces
+
+        faces = detect_faces(self.backend, rgb, "largest")
+        if not faces:
+            raise NoFaceError("no face found")
+        pixels = np.asarray(faces[0].landmarks, dtype=np.float64)
+        return FaceMeasure(canon=canonical_landmarks(pixels), pixels=pixels,
+                           descriptor=self._descriptor(rgb, pixels))
+
+    def _descriptor(self, rgb: np.ndarray, pixels: np.ndarray) -> np.ndarray | None:
+        if self._recognizer is None:
+            return None
+        import dlib
+
+        points = [dlib.point(int(round(x)), int(round(y))) for x, y in pixels]
+        x0, y0 = pixels.min(0)
+        x1, y1 = pixels.max(0)
+        shape = dlib.full_object_detection(dlib.rectangle(int(x0), int(y0), int(x1), int(y1)), points)
+        return np.asarray(self._recognizer.compute_face_descriptor(np.ascontiguousarray(rgb), shape))
+
+
+def cue_changes(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
+    """Each ``CUES`` measure of ``after`` minus that of ``before`` (canonical landmarks, IOD)."""
+    return {name: cue(after) - cue(before) for name, cue in CUES.items()}
+
+
+def locality(before: np.ndarray, after: np.ndarray, au: str) -> float:
+    """Mean landmark motion (IOD) outside the AU's region, inner points only."""
+    outside = [i for i in INNER if i not in AU_REGIONS[au]]
+    return float(np.linalg.norm(after[outside] - before[outside], axis=1).mean())
+
+
+def laplacian_variance(rgb: np.ndarray, points: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian of the grey image inside the landmarks' convex hull."""
+    from PIL import Image, ImageDraw
+
+    from fgfem.prep.paste import convex_hull
+
+    grey = np.asarray(Image.fromarray(np.ascontiguousarray(rgb[..., :3])).convert("L"), dtype=np.float64)
+    lap = (-4 * grey[1:-1, 1:-1] + grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:])
+    canvas = Image.new("L", (grey.shape[1], grey.shape[0]), 0)
+    ImageDraw.Draw(canvas).polygon([tuple(p) for p in convex_hull(points).tolist()], fill=1)
+    inside = np.asarray(canvas, dtype=bool)[1:-1, 1:-1]
+    return float(lap[inside].var()) if inside.any() else float("nan")
+
+
+def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def single_au(au: str, value: float) -> np.ndarray:
+    delta = np.zeros(NUM_AUS, dtype=np.float32)
+    delta[AU_CODES.index(au)] = value
+    return delta
+
+
+def judge_photos(editor: Any, judge: PhotoJudge, photos: Sequence[tuple[str, np.ndarray]], aus: Sequence[str],
+                 intensities: Sequence[float], *, round_trip: float = 1.0,
+                 progress: Callable[[int, int], None] | None = None) -> PhotoReport:
+    """Edit each photo by each AU at each intensity and measure it (see the module docstring)."""
+    report = PhotoReport()
+    for done, (name, rgb) in enumerate(photos):
+        try:
+            source = judge.measure(rgb)
+            faces = editor.find_faces(rgb, "largest")
+        except NoFaceError:
+            report.skipped.append(name)
+            continue
+        sharp_before = laplacian_variance(rgb, source.pixels)
+        for au in aus:
+            result = editor.edit_image(rgb, single_au(au, 1.0), intensities=list(intensities), faces=faces)
+            for intensity, image in zip(result.intensities, result.images, strict=True):
+                try:
+                    after = judge.measure(image)
+                except NoFaceError:
+                    report.skipped.append(f"{name} {au} {intensity:+g}")
+                    continue
+                identity = (None if source.descriptor is None or after.descriptor is None
+                            else float(np.linalg.norm(source.descriptor - after.descriptor)))
+                report.edits.append(PhotoEditMeasure(
+                    source=name, au=au, intensity=intensity, cues=cue_changes(source.canon, after.canon),
+                    locality=locality(source.canon, after.canon, au),
+                    sharpness_ratio=laplacian_variance(image, source.pixels) / max(sharp_before, 1e-9),
+                    identity=identity))
+        if round_trip:
+            there = editor.edit_image(rgb, single_au(aus[0], round_trip), faces=faces).images[0]
+            back_faces = editor.find_faces(there, "largest")
+            back = editor.edit_image(there, single_au(aus[0], -round_trip), faces=back_faces).images[0]
+            report.round_trip_psnr.append(psnr_uint8(back, rgb))
+        if progress:
+            progress(done + 1, len(photos))
+    return report
+
+
+def transfer_share(editor: Any, judge: PhotoJudge, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+                   neutral_pairs: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> dict[str, float]:
+    """``--target`` on same-person neutral -> posed pairs: the share of the real landmark motion reproduced.
+
+    ``neutral_pairs`` (two neutral photos of one person) give the noise floor: no edit can
+    land closer to the posed photo than two neutral photos land to each other.
+    """
+    from fgfem.editor import TargetExpression
+
+    err_edit, err_none = [], []
+    for neutral, posed in pairs:
+        try:
+            n, p = judge.measure(neutral), judge.measure(posed)
+            target = TargetExpression(aus=editor.measure_aus(editor.find_faces(posed, "largest")[:1])[0])
+            edited = editor.edit_image(neutral, target).images[0]
+            e = judge.measure(edited)
+        except NoFaceError:
+            continue
+        err_edit.append(np.linalg.norm(e.canon[INNER] - p.canon[INNER], axis=1).mean())
+        err_none.append(np.linalg.norm(n.canon[INNER] - p.canon[INNER], axis=1).mean())
+    out: dict[str, float] = {"pairs": float(len(err_edit))}
+    if err_edit:
+        out["share"] = float(1 - np.mean(err_edit) / np.mean(err_none))
+        out["err_neutral_posed"] = float(np.mean(err_none))
+        out["err_edit_posed"] = float(np.mean(err_edit))
+    floor = []
+    for a, b in neutral_pairs:
+        try:
+            floor.append(np.linalg.norm(judge.measure(a).canon[INNER] - judge.measure(b).canon[INNER], axis=1).mean())
+        except NoFaceError:
+            continue
+    if floor and err_none:
+        out["err_neutral_neutral"] = float(np.mean(floor))
+        out["ceiling"] = float(1 - np.mean(floor) / np.mean(err_none))
+    return out
