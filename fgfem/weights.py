@@ -274,6 +274,9 @@ def describe_weights(path: str | Path) -> str:
     ]
     if info.training:
         parts.append("training: " + summarise_training(info.training))
+    from fgfem.rig.model import load_rig
+
+    parts.append("AU rig" if load_rig(resolve_weights(path)) is not None else "no AU rig")
     return ", ".join(parts)
 
 

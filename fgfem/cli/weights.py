@@ -48,11 +48,12 @@ def convert(
 
 @weights_app.command("show")
 def show(path: Path = typer.Argument(..., help="A .safetensors weights file.")) -> None:
-    """Show the metadata of a weights file: preset, sizes, AUs, crop template, training summary.
+    """Show the metadata of a weights file: preset, sizes, AUs, crop template, training summary, AU rig.
 
     Example: [bold]fgfem weights show weights/default.safetensors[/]
     """
-    from fgfem.weights import read_weights_info
+    from fgfem.rig.model import describe_rig
+    from fgfem.weights import read_weights_info, resolve_weights
 
     info = read_weights_info(path)
     table = Table(title=escape(path.name), show_header=False)
@@ -71,4 +72,5 @@ def show(path: Path = typer.Argument(..., help="A .safetensors weights file.")) 
     for key, value in info.training.items():
         text = value if isinstance(value, str) else json.dumps(value)
         table.add_row(f"training: {escape(str(key))}", escape(text))
+    table.add_row("AU rig", escape(describe_rig(resolve_weights(path))))
     console.print(table)

@@ -119,7 +119,7 @@ def landmark_field(crop_landmarks: np.ndarray, crop_motion: np.ndarray, size: in
     coords = _grid_coords(size, grid)
     if not lips_part(points, motion):
         forward = _smooth_forward(points, motion, coords)
-        scale = _fold_free_scale(forward, size / grid)
+        scale = _fold_free_scale(forward, size / grid, size)
         inverse = invert_field(_as_tensor(forward * scale), size)
         return CropField(inverse=inverse, size=size, scale=scale, max_motion=float(np.abs(motion).max() * scale))
     upper, lower = motion.copy(), motion.copy()
@@ -127,7 +127,7 @@ def landmark_field(crop_landmarks: np.ndarray, crop_motion: np.ndarray, size: in
     lower[list(UPPER_INNER)] = motion[list(LOWER_INNER)][::-1]
     forward_up = _smooth_forward(points, upper, coords)
     forward_down = _smooth_forward(points, lower, coords)
-    scale = min(_fold_free_scale(forward_up, size / grid), _fold_free_scale(forward_down, size / grid))
+    scale = min(_fold_free_scale(forward_up, size / grid, size), _fold_free_scale(forward_down, size / grid, size))
     inverse_up = invert_field(_as_tensor(forward_up * scale), size)
     inverse_down = invert_field(_as_tensor(forward_down * scale), size)
     top = _lip_line(points, upper * scale, (60, 61, 62, 63, 64), coords)
@@ -260,14 +260,27 @@ def jacobian_determinant(forward: np.ndarray, spacing: float) -> np.ndarray:
     return (1.0 + du_dx) * (1.0 + dv_dy) - du_dy * dv_dx
 
 
-def _fold_free_scale(forward: np.ndarray, spacing: float) -> float:
-    """The largest s in (0, 1] for which s * forward keeps every Jacobian >= MIN_JACOBIAN."""
-    if jacobian_determinant(forward, spacing).min() >= MIN_JACOBIAN:
+def _fold_free_scale(forward: np.ndarray, spacing: float, size: int) -> float:
+    """The largest s in (0, 1] for which s * forward, and the sampling map inverted from it, never fold.
+
+    Both are checked: the forward map's Jacobian must stay >= ``MIN_JACOBIAN``, and so must
+    that of the sampling map ``p - v(p)`` the photo is resampled with (the fixed-point
+    inversion stops converging where a large edit stretches skin more than it moves it).
+    """
+
+    def fold_free(scale: float) -> bool:
+        scaled = forward * scale
+        if jacobian_determinant(scaled, spacing).min() < MIN_JACOBIAN:
+            return False
+        sampling = -invert_field(_as_tensor(scaled), size).permute(1, 2, 0).numpy().astype(np.float64)
+        return bool(jacobian_determinant(sampling, spacing).min() >= MIN_JACOBIAN)
+
+    if fold_free(1.0):
         return 1.0
     low, high = 0.0, 1.0
-    for _ in range(20):
+    for _ in range(14):
         mid = 0.5 * (low + high)
-        if jacobian_determinant(forward * mid, spacing).min() >= MIN_JACOBIAN:
+        if fold_free(mid):
             low = mid
         else:
             high = mid

@@ -119,3 +119,17 @@ def _parse_info(text: str | None, name: str) -> dict[str, Any]:
     if info.get("aus") != list(AU_CODES):
         raise FgfemError(f"{name}: the rig's AU order differs from fgfem's")
     return info
+
+
+def describe_rig(path: str | Path) -> str:
+    """One line on the rig a weights file holds, or that it has none (its edits are the generator's alone)."""
+    rig = load_rig(path)
+    if rig is None:
+        return "none: edits are the generator's alone (geometry from its own warp, if any)"
+    reach = np.abs(rig.patterns).sum(axis=2).max(axis=1)
+    largest = AU_CODES[int(reach.argmax())]
+    text = f"{RIG_VERSION}, {NUM_AUS} AUs x {NUM_LANDMARKS} landmarks, largest motion {largest} " \
+           f"{reach.max():.3f} IOD per unit"
+    if rig.info.get("fitted_on"):
+        text += f"; fitted on {rig.info['fitted_on']}"
+    return text

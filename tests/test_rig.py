@@ -1,0 +1,257 @@
+"""The AU rig: regions, the estimator round trip, the dense field, full-resolution edits, old weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fgfem.aus import AU_CODES, NUM_AUS
+from fgfem.errors import FgfemError
+from fgfem.media import load_image
+from fgfem.paths import find_default_weights
+from fgfem.prep.au_estimator import LOW_CONFIDENCE_AUS, estimate_aus, raw_aus
+from fgfem.rig.field import MIN_JACOBIAN, jacobian_determinant, landmark_field
+from fgfem.rig.model import AURig, load_rig
+from fgfem.rig.regions import JAW, facs_prior, region_mask, symmetrise
+from fgfem.rig.store import put_rig
+
+WELL_SEEN = [c for c in AU_CODES if c not in LOW_CONFIDENCE_AUS]
+CLI_MAX = 10.0
+"""The largest combined change the CLI accepts (``--au`` x ``--intensity``)."""
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Path:
+    weights = find_default_weights()
+    if weights is None or load_rig(weights) is None:
+        pytest.skip("weights/default.safetensors with its rig is absent in this checkout")
+    return weights
+
+
+@pytest.fixture(scope="module")
+def rig(shipped: Path) -> AURig:
+    loaded = load_rig(shipped)
+    assert loaded is not None
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def rig_editor(shipped: Path):  # noqa: ANN201 - an Editor
+    from fgfem.editor import Editor
+
+    return Editor.from_weights(shipped, device="cpu", backend="dlib", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def neutral_face(shared: Path):  # noqa: ANN201 - (rgb, Face)
+    """A held-out performer's neutral photo (never in the rig's fit) and its face."""
+    from fgfem.prep.faces import detect_faces, get_backend
+
+    rgb = load_image(shared / "data" / "taiwanese" / "0101a02.jpg").rgb
+    return rgb, detect_faces(get_backend("dlib"), rgb, "largest")[0]
+
+
+def single(code: str, value: float) -> np.ndarray:
+    delta = np.zeros(NUM_AUS, dtype=np.float32)
+    delta[AU_CODES.index(code)] = value
+    return delta
+
+
+# ----------------------------------------------------------------------------- the rig itself
+def test_prior_and_shipped_patterns_stay_in_their_regions_and_are_symmetric(rig: AURig) -> None:
+    outside = ~region_mask()
+    for patterns in (facs_prior(), rig.patterns):
+        assert np.abs(patterns).sum(axis=2)[outside].max() == 0
+        np.testing.assert_allclose(symmetrise(patterns), patterns, atol=1e-6)
+    # AU12 moves the lip corners up (y down) and out; AU04 pulls the inner brows down and together.
+    au12, au04 = rig.patterns[AU_CODES.index("AU12")], rig.patterns[AU_CODES.index("AU04")]
+    assert au12[48, 1] < 0 and au12[54, 1] < 0 and au12[48, 0] < 0 < au12[54, 0]
+    assert au04[21, 1] > 0 and au04[21, 0] > 0 > au04[22, 0]
+
+
+def test_a_rig_that_moves_landmarks_outside_its_region_is_refused() -> None:
+    patterns = facs_prior()
+    patterns[AU_CODES.index("AU12"), 21] = (0.0, -0.05)  # AU12 may not lift a brow
+    with pytest.raises(FgfemError, match="outside the regions"):
+        AURig(patterns)
+    with pytest.raises(FgfemError, match="17 x 68 x 2"):
+        AURig(np.zeros((17, 68, 3)))
+
+
+def test_rig_to_estimator_round_trip_reads_what_was_asked(rig: AURig, neutral_face) -> None:  # noqa: ANN001
+    """Moving a real face's landmarks by one unit of a well-seen AU reads one unit more, within 0.15."""
+    _, face = neutral_face
+    points = face.landmarks.astype(np.float64)
+    before = raw_aus(points)
+    for code in WELL_SEEN:
+        k = AU_CODES.index(code)
+        moved = points + rig.image_motion(points[None], single(code, 1.0)[None])[0]
+        assert abs(raw_aus(moved)[k] - before[k] - 1.0) < 0.15, code
+
+
+def test_editor_targets_the_clipped_reading(rig_editor, neutral_face) -> None:  # noqa: ANN001
+    """From a reading below zero (shown as 0), +1 still ends at a reading of 1, as `fgfem aus` shows it."""
+    rgb, face = neutral_face
+    raw = raw_aus(face.landmarks)
+    code = next(c for c in WELL_SEEN if raw[AU_CODES.index(c)] < -0.1)
+    k = AU_CODES.index(code)
+    aligned = rig_editor.align(rgb, [face])
+    change = rig_editor.raw_aus(aligned.faces)
+    shown = np.clip(change, 0, 5)
+    target = np.clip(shown + single(code, 1.0), 0, 5)
+    asked = (target - change) * (single(code, 1) != 0)
+    moved = face.landmarks + rig_editor.rig.image_motion(face.landmarks[None], asked)[0]
+    assert estimate_aus(moved)[k] == pytest.approx(1.0, abs=0.01)
+
+
+def test_weights_file_round_trip_and_removal(tmp_path: Path, shipped: Path, rig: AURig) -> None:
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(shipped.read_bytes())
+    put_rig(copy, None)
+    assert load_rig(copy) is None
+    put_rig(copy, rig)
+    again = load_rig(copy)
+    assert again is not None and np.array_equal(again.patterns, rig.patterns)
+    assert again.info["fitted_on"] == rig.info["fitted_on"]
+
+
+# ----------------------------------------------------------------------------- the field
+def _crop_points(rig_editor, rgb: np.ndarray, face) -> tuple[np.ndarray, object]:  # noqa: ANN001
+    from fgfem.prep.align import landmarks_in_crop
+
+    aligned = rig_editor.align(rgb, [face])
+    return landmarks_in_crop(face, aligned.matrices[0]).astype(np.float64), aligned
+
+
+def _crop_motion(rig: AURig, face, aligned, delta: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    motion = rig.image_motion(face.landmarks[None].astype(np.float64), delta[None])[0]
+    return motion @ np.asarray(aligned.matrices[0])[:, :2].T
+
+
+def test_zero_edit_has_no_field(rig_editor, neutral_face) -> None:  # noqa: ANN001
+    rgb, face = neutral_face
+    points, _ = _crop_points(rig_editor, rgb, face)
+    assert landmark_field(points, np.zeros((68, 2)), 128) is None
+
+
+@pytest.mark.parametrize("code", ["AU12", "AU04", "AU01", "AU15", "AU45", "AU26"])
+def test_no_fold_over_up_to_the_cli_maximum(rig: AURig, rig_editor, neutral_face, code: str) -> None:  # noqa: ANN001
+    rgb, face = neutral_face
+    points, aligned = _crop_points(rig_editor, rgb, face)
+    for value in (-CLI_MAX, CLI_MAX):
+        field = landmark_field(points, _crop_motion(rig, face, aligned, single(code, value)), 128)
+        assert field is not None
+        # The sampling map p -> p - v(p) must keep a positive Jacobian everywhere.
+        sampling = -field.inverse.permute(1, 2, 0).numpy().astype(np.float64)
+        det = jacobian_determinant(sampling, 1.0)
+        assert det.min() > 0, (code, value, det.min())
+        assert 0 < field.scale <= 1
+
+
+def test_random_sums_of_aus_stay_fold_free(rig: AURig, rig_editor, neutral_face) -> None:  # noqa: ANN001
+    rgb, face = neutral_face
+    points, aligned = _crop_points(rig_editor, rgb, face)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        delta = rng.uniform(-3, 3, NUM_AUS).astype(np.float32)
+        field = landmark_field(points, _crop_motion(rig, face, aligned, delta), 128)
+        sampling = -field.inverse.permute(1, 2, 0).numpy().astype(np.float64)
+        assert jacobian_determinant(sampling, 1.0).min() > 0
+    assert MIN_JACOBIAN > 0
+
+
+def test_field_is_zero_at_anchors_and_on_the_outline(rig: AURig, rig_editor, neutral_face) -> None:  # noqa: ANN001
+    """Hair, background and the face outline stay within 0.5 px for an AU that does not own the jaw."""
+    from fgfem.rig.field import anchor_points
+
+    rgb, face = neutral_face
+    points, aligned = _crop_points(rig_editor, rgb, face)
+    field = landmark_field(points, _crop_motion(rig, face, aligned, single("AU12", 2.0)), 128)
+    grid = field.inverse
+    size = field.size
+
+    def offset_at(p: np.ndarray) -> float:
+        norm = torch.tensor((p + 0.5) / size * 2 - 1, dtype=torch.float32).view(1, 1, -1, 2)
+        values = torch.nn.functional.grid_sample(grid[None], norm, align_corners=False)[0, :, 0]
+        return float(values.norm(dim=0).max())
+
+    crop_per_image = float(np.sqrt(abs(np.linalg.det(np.asarray(aligned.matrices[0])[:, :2]))))
+    assert offset_at(anchor_points(points)) / crop_per_image < 0.5
+    assert offset_at(points[list(JAW)]) / crop_per_image < 0.5
+    corners = np.array([[0.0, 0.0], [127.0, 0.0], [0.0, 127.0], [127.0, 127.0]])
+    assert offset_at(corners) < 1e-3  # below STILL_PX: those photo pixels are copied, not resampled
+
+
+# ----------------------------------------------------------------------------- whole photos
+def test_zero_edit_is_the_photo_bit_for_bit(rig_editor, neutral_face) -> None:  # noqa: ANN001
+    rgb, face = neutral_face
+    result = rig_editor.edit_image(rgb, np.zeros(NUM_AUS, np.float32), faces=[face], intensities=[0.0, 1.0])
+    assert all(np.array_equal(image, rgb) for image in result.images)
+
+
+def test_edit_moves_only_the_face_and_the_smile_reads_back(rig_editor, neutral_face) -> None:  # noqa: ANN001
+    """At full resolution: the image outside the face is untouched; re-detected, the face reads AU12 higher."""
+    rgb, face = neutral_face
+    result = rig_editor.edit_image(rgb, single("AU12", 1.0), faces=[face])
+    changed = np.any(result.images[0] != rgb, axis=2)
+    ys, xs = np.nonzero(changed)
+    box = face.box
+    width = box[2] - box[0]
+    assert xs.min() > box[0] - 0.5 * width and xs.max() < box[2] + 0.5 * width
+    assert ys.min() > box[1] - 0.5 * width
+    after = rig_editor.find_faces(result.images[0])[0]
+    k = AU_CODES.index("AU12")
+    assert estimate_aus(after.landmarks)[k] - estimate_aus(face.landmarks)[k] > 0.6
+    # Lip corners rise and the mouth widens, measured on the re-detected landmarks (canonical frame).
+    from fgfem.photo_eval import cue_changes
+    from fgfem.prep.au_estimator import canonical_landmarks
+
+    cues = cue_changes(canonical_landmarks(face.landmarks), canonical_landmarks(after.landmarks))
+    assert cues["lip_corner_rise"] > 0.03 and cues["mouth_width"] > 0.03
+
+
+def test_full_resolution_edit_keeps_the_photos_detail(rig_editor, samples: Path) -> None:
+    """A large face is resampled once from itself: its sharpness inside the face stays >= 0.9x."""
+    from fgfem.photo_eval import laplacian_variance
+
+    rgb = load_image(samples / "pyfeat" / "0-f1-su-ph.jpg").rgb
+    face = rig_editor.find_faces(rgb)[0]
+    edited = rig_editor.edit_image(rgb, single("AU12", 1.0), faces=[face]).images[0]
+    ratio = laplacian_variance(edited, face.landmarks) / laplacian_variance(rgb, face.landmarks)
+    assert ratio > 0.9
+
+
+def test_weights_without_a_rig_still_load_and_edit_as_before(tmp_path: Path, shipped: Path, neutral_face) -> None:  # noqa: ANN001
+    """A file without rig tensors is the generator alone: its own warp on, the old batch/paste path."""
+    from fgfem.editor import Editor
+
+    plain = tmp_path / "no-rig.safetensors"
+    plain.write_bytes(shipped.read_bytes())
+    put_rig(plain, None)
+    editor = Editor.from_weights(plain, device="cpu", backend="dlib", precision="fp32")
+    assert editor.rig is None and editor.generator.own_warp
+    rgb, face = neutral_face
+    result = editor.edit_image(rgb, single("AU12", 1.0), faces=[face])
+    aligned = editor.align(rgb, [face])
+    edited, reference = editor.edit_batch(aligned.crops, result.deltas, [1.0])
+    expected = editor.paste(rgb, edited[0], reference, aligned, mode="delta")
+    assert np.array_equal(result.images[0], expected)
+    assert not np.array_equal(result.images[0], rgb)
+
+
+def test_weights_show_names_the_rig(shipped: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fgfem.cli import app
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["weights", "show", str(shipped)], terminal_width=200)
+    assert shown.exit_code == 0 and "fgfem-rig-v1" in shown.output
+    plain = tmp_path / "no-rig.safetensors"
+    plain.write_bytes(shipped.read_bytes())
+    put_rig(plain, None)
+    shown = runner.invoke(app, ["weights", "show", str(plain)], terminal_width=200)
+    assert shown.exit_code == 0 and "none: edits are the generator's alone" in shown.output
