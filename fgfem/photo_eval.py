@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -260,3 +261,36 @@ def transfer_share(editor: Any, judge: PhotoJudge, pairs: Sequence[tuple[np.ndar
         out["err_neutral_neutral"] = float(np.mean(floor))
         out["ceiling"] = float(1 - np.mean(floor) / np.mean(err_none))
     return out
+
+
+def read_pairs(path: Path) -> list[tuple[Path, Path]]:
+    """Lines ``neutral.jpg posed.jpg`` (paths relative to the list's folder); # starts a comment."""
+    from fgfem.errors import FgfemError
+
+    pairs = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise FgfemError(f"{path}:{number}: expected two photo paths (neutral, then posed), got {line!r}")
+        pairs.append(tuple((Path(path).parent / part) for part in parts))
+    return pairs  # type: ignore[return-value]
+
+
+def evaluate_photos(editor: Any, photos: Sequence[Path], *, aus: Sequence[str], intensity: float,
+                    pairs: Sequence[tuple[Path, Path]] = (), neutral_pairs: Sequence[tuple[Path, Path]] = (),
+                    identity: bool = True, progress: Callable[[int, int], None] | None = None) -> PhotoReport:
+    """``fgfem eval --photos``: every measure of this module on real photo files."""
+    from fgfem.media import load_image
+
+    judge = PhotoJudge(editor.backend, identity=identity)
+    images = [(str(p), load_image(p).rgb) for p in photos]
+    report = judge_photos(editor, judge, images, aus, (intensity,), round_trip=intensity, progress=progress)
+    if pairs:
+        def load(pair: tuple[Path, Path]) -> tuple[np.ndarray, np.ndarray]:
+            return load_image(pair[0]).rgb, load_image(pair[1]).rgb
+
+        report.transfer = transfer_share(editor, judge, [load(p) for p in pairs], [load(p) for p in neutral_pairs])
+    return report

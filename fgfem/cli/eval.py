@@ -36,6 +36,14 @@ def eval_command(
                                   help="Measure identity with dlib's face descriptor (the slowest part on a CPU)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUT if it exists."),
+    photos: bool = typer.Option(False, "--photos",
+                                help="DATA is a folder of photos: edit them whole (rig, generator, paste-back) and "
+                                     "judge with dlib landmarks (IOD), face descriptors and sharpness."),
+    pairs: Path | None = typer.Option(None, "--pairs", help="With --photos: lines 'neutral.jpg posed.jpg' of one "
+                                                             "person each, for the --target transfer share."),
+    neutral_pairs: Path | None = typer.Option(None, "--neutral-pairs",
+                                              help="With --pairs: two neutral photos of one person a line (the "
+                                                   "share's ceiling)."),
 ) -> None:
     """Measure a generator on held-out faces at its image size.
 
@@ -46,9 +54,16 @@ def eval_command(
     Examples:
       [bold]fgfem eval data/faces128 --only data/heldout.txt -o metrics.json[/]
       [bold]fgfem eval data/faces128 -w runs/x/generator.safetensors --limit 200 --aus 12,26 --intensity 1.5[/]
+      [bold]fgfem eval photos/ --photos --aus 1,4,12,15,26 --pairs pairs.txt -o photo-metrics.json[/]
     """
     from fgfem.evaluate import EvalConfig, evaluate, write_report
 
+    if photos:
+        from fgfem.cli.eval_photos import run_photo_eval
+
+        run_photo_eval(data, weights, aus=aus, intensity=intensity, pairs=pairs, neutral_pairs=neutral_pairs,
+                       identity=identity, device=device, out=out, force=force)
+        return
     if out is not None and out.exists() and not force:
         raise FgfemError(f"{out} exists; pass --force to overwrite it")
     if out is not None:
