@@ -9,6 +9,7 @@ photos, several at a time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import torch
 from fgfem.aus import NUM_AUS
 from fgfem.editor import Editor, EditSpec, as_tensor, check_mode
 from fgfem.errors import FgfemError, NoFaceError
+from fgfem.pipeline import Pipeline, Stage, chain_stages, default_compute_threads, limited_threads
 from fgfem.prep.faces.base import box_iou
 
 if TYPE_CHECKING:
@@ -176,51 +178,136 @@ def edit_frames(
     batch: int = 8,
     mode: str = "delta",
     intensity: float = 1.0,
+    pipeline: bool = False,
 ) -> Iterator[FrameEdit]:
     """Edit a stream of frames, ``batch`` frames per generator call; frames without a face pass unchanged.
 
     ``spec_for_frame(i)`` gives the edit for frame ``i`` (a fixed ``--au`` edit, or a
     driver's per-frame change). The returned frames are the input arrays themselves when
     no face was found, so "unchanged" is exact before the encoder.
+
+    ``pipeline`` runs the three stages (``edit_stages``) in threads joined by bounded
+    queues, so the tracker, the model and the compositing overlap: the same frames, in the
+    same order, computed by the same calls on the same batches.
     """
     check_mode(mode)
     tracker = tracker or FaceTracker(editor.backend)
-    pending: list[tuple[np.ndarray, list[Face], np.ndarray]] = []
+    stages = edit_stages(editor, spec_for_frame, tracker=tracker, batch=batch, mode=mode, intensity=intensity)
+    if not pipeline:
+        yield from chain_stages(frames, stages)
+        return
+    with Pipeline(frames, stages) as running:
+        yield from running
+
+
+def edit_stages(
+    editor: Editor,
+    spec_for_frame: Callable[[int], EditSpec],
+    *,
+    tracker: FaceTracker,
+    batch: int = 8,
+    mode: str = "delta",
+    intensity: float = 1.0,
+) -> list[Stage]:
+    """The edit as four stages: track, geometry (align, rig fields, crop warp), model (one call per batch), compose.
+
+    Why these cuts: the tracker is stateful and must see frames in order; the generator
+    wants whole batches; compositing at full resolution is per frame; and no stage holds
+    much more than a quarter of the CPU work (measured per frame of 720p, one thread each:
+    track ~8 ms, geometry ~17, model ~18, compose ~19), so on a busy machine, where every
+    thread gets its share of the cores, no single one is left to do most of it. Each queue
+    holds about one batch: batch n + 1 is prepared while the model runs batch n and batch
+    n - 1 is composited.
+    """
+    size = max(1, batch)
+    return [
+        Stage("track", lambda frames: _track_stage(editor, frames, spec_for_frame, tracker), size),
+        Stage("geometry", lambda tracked: (_prepare(editor, *item, intensity) for item in tracked), size),
+        Stage("model", lambda prepared: _model_stage(editor, prepared, size, intensity), 1),
+        Stage("compose", lambda batches: _compose_stage(editor, batches, mode), size),
+    ]
+
+
+@dataclass
+class _Prepared:
+    """One frame ready for the generator: its faces, their AU changes, crops and rig fields (no face: None)."""
+
+    rgb: np.ndarray
+    faces: list[Face]
+    deltas: np.ndarray
+    aligned: Any = None
+    fields: list[Any] = dataclasses.field(default_factory=list)
+    crops: torch.Tensor | None = None
+
+
+@dataclass
+class _Generated:
+    """A batch of prepared frames and the generator's edit and reference for all their faces, in order."""
+
+    frames: list[_Prepared]
+    edited: torch.Tensor | None = None
+    reference: torch.Tensor | None = None
+
+
+def _track_stage(editor: Editor, frames: Iterable[np.ndarray], spec_for_frame: Callable[[int], EditSpec],
+                 tracker: FaceTracker) -> Iterator[tuple[np.ndarray, list[Face], np.ndarray]]:
+    """Follow the faces frame by frame: each frame, its faces and their AU changes (F x 17, intensity 1)."""
     for index, rgb in enumerate(frames):
         faces = tracker.update(rgb)
         deltas = editor.deltas_for(spec_for_frame(index), editor.measure_aus(faces)) if faces else None
-        pending.append((rgb, faces, deltas if deltas is not None else np.zeros((0, NUM_AUS), np.float32)))
-        if len(pending) >= max(1, batch):
-            yield from _flush(editor, pending, mode, intensity)
-            pending = []
-    if pending:
-        yield from _flush(editor, pending, mode, intensity)
+        yield rgb, faces, deltas if deltas is not None else np.zeros((0, NUM_AUS), np.float32)
 
 
-def _flush(
-    editor: Editor, pending: list[tuple[np.ndarray, list[Face], np.ndarray]], mode: str, intensity: float
-) -> Iterator[FrameEdit]:
-    """Align every face of the pending frames, move them by the rig, run the generator on all of them
-    together, then warp each frame at full resolution and paste the generator's change."""
+def _prepare(editor: Editor, rgb: np.ndarray, faces: list[Face], deltas: np.ndarray,
+             intensity: float) -> _Prepared:
+    """Align the frame's faces, move them by the rig (fields at this intensity) and warp their crops."""
     from fgfem.rig.field import warp_crops
 
-    aligned = [editor.align(rgb, faces) if faces else None for rgb, faces, _ in pending]
-    fields = [editor.geometry(a, d * np.float32(intensity)) if a is not None else []
-              for a, (_, _, d) in zip(aligned, pending, strict=True)]
-    crops = [warp_crops(as_tensor(a.crops, editor.device.device), f)
-             for a, f in zip(aligned, fields, strict=True) if a is not None]
-    if crops:
-        deltas = np.concatenate([d for _, faces, d in pending if faces]) * np.float32(intensity)
-        edited, reference = editor.appearance(torch.cat(crops), deltas)
-    start = 0
-    for (rgb, faces, _), batch_aligned, batch_fields in zip(pending, aligned, fields, strict=True):
-        if batch_aligned is None:
-            yield FrameEdit(rgb=rgb, faces=0)
-            continue
-        stop = start + len(faces)
-        out = editor.compose(rgb, batch_aligned, batch_fields, edited[start:stop], reference[start:stop], mode=mode)
-        start = stop
-        yield FrameEdit(rgb=out, faces=len(faces))
+    if not faces:
+        return _Prepared(rgb=rgb, faces=faces, deltas=deltas)
+    aligned = editor.align(rgb, faces)
+    fields = editor.geometry(aligned, deltas * np.float32(intensity))
+    crops = warp_crops(as_tensor(aligned.crops, editor.device.device), fields)
+    return _Prepared(rgb=rgb, faces=faces, deltas=deltas, aligned=aligned, fields=fields, crops=crops)
+
+
+def _model_stage(editor: Editor, prepared: Iterable[_Prepared], batch: int,
+                 intensity: float) -> Iterator[_Generated]:
+    """The generator's appearance on every face of ``batch`` consecutive frames at once."""
+    group: list[_Prepared] = []
+    for frame in prepared:
+        group.append(frame)
+        if len(group) >= batch:
+            yield _appear(editor, group, intensity)
+            group = []
+    if group:
+        yield _appear(editor, group, intensity)
+
+
+def _appear(editor: Editor, frames: list[_Prepared], intensity: float) -> _Generated:
+    """One generator call over the warped crops of all faces of ``frames`` (none when no frame has a face)."""
+    crops = [f.crops for f in frames if f.crops is not None]
+    if not crops:
+        return _Generated(frames=frames)
+    deltas = np.concatenate([f.deltas for f in frames if f.faces]) * np.float32(intensity)
+    edited, reference = editor.appearance(torch.cat(crops), deltas)
+    return _Generated(frames=frames, edited=edited, reference=reference)
+
+
+def _compose_stage(editor: Editor, batches: Iterable[_Generated], mode: str) -> Iterator[FrameEdit]:
+    """Each frame warped at full resolution by its rig fields with the generator's change pasted."""
+    for generated in batches:
+        start = 0
+        for frame in generated.frames:
+            if frame.aligned is None:
+                yield FrameEdit(rgb=frame.rgb, faces=0)
+                continue
+            assert generated.edited is not None and generated.reference is not None
+            stop = start + len(frame.faces)
+            out = editor.compose(frame.rgb, frame.aligned, frame.fields, generated.edited[start:stop],
+                                 generated.reference[start:stop], mode=mode)
+            start = stop
+            yield FrameEdit(rgb=out, faces=len(frame.faces))
 
 
 @dataclass
@@ -287,6 +374,8 @@ def render_video(
     force: bool = False,
     on_frame: Callable[[int, int], None] | None = None,
     encoder_preset: str | None = None,
+    pipeline: bool = True,
+    threads: int | None = None,
 ) -> RenderStats:
     """Edit every frame of ``src`` into ``out``: same frames, each at its own presentation time, audio kept.
 
@@ -297,6 +386,13 @@ def render_video(
     ``on_frame(done, total)`` reports progress (total is 0 when the container does not say).
     ``encoder_preset`` is x264's speed/size preset (default ``fgfem.video.DEFAULT_X264_PRESET``).
     ``RenderStats.notes`` says what the output could not keep as it was.
+
+    ``pipeline`` (the default) runs decoding, the tracker, the model, compositing and the
+    encoder concurrently, with torch limited to ``threads`` intra-op threads (default
+    ``default_compute_threads()``) and numpy's BLAS to one while it runs: the stages fill
+    the cores, and threads inside each stage would only contend. ``pipeline=False`` is the
+    sequential path, threads as they are (the baseline of ``benchmarks/bench_render.py``).
+    A failure in any stage ends the render with one line and deletes the partial file.
     """
     import time
 
@@ -316,9 +412,10 @@ def render_video(
         writer = VideoWriter(out, info.fps, info.size, force=force, timing=info.timing, sar=info.sar,
                              color=info.color, audio_from=src if keep_audio and info.has_audio else None,
                              preset=encoder_preset or DEFAULT_X264_PRESET)
-        with open_frames(src) as frames, writer:
+        limits = limited_threads(threads or default_compute_threads()) if pipeline else contextlib.nullcontext()
+        with limits, open_frames(src) as frames, writer:
             for frame in edit_frames(editor, frames, spec_for_frame, tracker=tracker, batch=batch, mode=mode,
-                                     intensity=intensity):
+                                     intensity=intensity, pipeline=pipeline):
                 writer.write(frame.rgb)
                 stats.frames += 1
                 stats.edited += frame.faces > 0
