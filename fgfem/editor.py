@@ -1,14 +1,18 @@
-"""The editing pipeline: photo -> faces -> aligned crops -> generator -> paste-back.
+"""The editing pipeline: photo -> faces -> aligned crops -> rig geometry -> generator -> paste-back.
 
 ``Editor`` holds the model and the face backend, loaded once and reused for every
-file, intensity and video frame. All faces of a photo, all requested intensities and
-the zero-edit reference ``G(x, 0)`` go through the generator in one batched forward
-pass, because the paste-back needs the reference anyway (it pastes the *change*
-``G(x, r) - G(x, 0)``, see ``fgfem.prep.paste``) and a batch is cheaper than a loop.
+file, intensity and video frame. With an AU rig in the weights file (``fgfem.rig``), an
+edit is first geometry: the rig says where each landmark goes so that the AU estimator
+reads the asked target back, a dense field carries that to every pixel, and the photo is
+resampled once at its own resolution (``Editor.geometry``, ``Editor.compose``). The
+generator then adds what geometry cannot (``Editor.appearance``, on the rig-warped crop),
+and only its *change* is pasted back (``fgfem.prep.paste``). Without a rig the generator
+does both, as before. All faces of a photo and all requested intensities go through the
+generator in one batched forward pass.
 
 Video follows the same path frame by frame, with a ``FaceTracker`` that follows the
 face between frames (landmarks in the previous frame's box instead of a full detection)
-and smooths the landmarks over time so the crops do not jitter.
+and smooths the landmarks over time so the crops, and so the rig's fields, do not jitter.
 """
 
 from __future__ import annotations
