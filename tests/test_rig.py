@@ -255,3 +255,21 @@ def test_weights_show_names_the_rig(shipped: Path, tmp_path: Path) -> None:
     put_rig(plain, None)
     shown = runner.invoke(app, ["weights", "show", str(plain)], terminal_width=200)
     assert shown.exit_code == 0 and "none: edits are the generator's alone" in shown.output
+
+
+def test_the_rig_fronts_a_paper_form_generator_too(rig: AURig, neutral_face) -> None:  # noqa: ANN001
+    """A generator that re-synthesises the image (``paper``'s form) gets the rig-warped crop and
+    pastes G(x_w, r) - G(x_w, 0): a zero edit is still the photo bit for bit, and the face still moves."""
+    from fgfem.editor import Editor
+    from fgfem.nets import Generator, NetConfig
+
+    torch.manual_seed(0)
+    generator = Generator(NetConfig(name="tiny-test", conv_dim=8, critic_dim=8))
+    assert not generator.cfg.residual_output
+    editor = Editor(generator, image_size=128, device="cpu", backend="dlib", rig=rig, precision="fp32")
+    rgb, face = neutral_face
+    zero = editor.edit_image(rgb, np.zeros(NUM_AUS, np.float32), faces=[face])
+    assert np.array_equal(zero.images[0], rgb)
+    moved = editor.edit_image(rgb, single("AU12", 1.0), faces=[face])
+    after = editor.find_faces(moved.images[0])[0]
+    assert np.abs(after.landmarks[[48, 54]] - face.landmarks[[48, 54]]).mean() > 1.0
