@@ -84,6 +84,8 @@ class PhotoEditMeasure:
     locality: float
     sharpness_ratio: float
     identity: float | None
+    read_back: float = float("nan")
+    """The asked AU's change as ``fgfem aus`` reads it on the re-detected face (the round trip of the rig)."""
 
 
 @dataclass
@@ -105,6 +107,7 @@ class PhotoReport:
             entry["sharpness_ratio"] = float(np.mean([r.sharpness_ratio for r in rows]))
             ids = [r.identity for r in rows if r.identity is not None]
             entry["identity"] = float(np.mean(ids)) if ids else float("nan")
+            entry["read_back"] = float(np.mean([r.read_back for r in rows]))
             entry["faces"] = float(len(rows))
             out[f"{key[0]}@{key[1]:+g}"] = entry
         return out
@@ -150,6 +153,13 @@ class PhotoJudge:
         x1, y1 = pixels.max(0)
         shape = dlib.full_object_detection(dlib.rectangle(int(x0), int(y0), int(x1), int(y1)), points)
         return np.asarray(self._recognizer.compute_face_descriptor(np.ascontiguousarray(rgb), shape))
+
+
+def _read_back(before: np.ndarray, after: np.ndarray, au: str) -> float:
+    from fgfem.prep.au_estimator import estimate_aus
+
+    k = AU_CODES.index(au)
+    return float(estimate_aus(after)[k] - estimate_aus(before)[k])
 
 
 def cue_changes(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
@@ -215,7 +225,7 @@ def judge_photos(editor: Any, judge: PhotoJudge, photos: Sequence[tuple[str, np.
                     source=name, au=au, intensity=intensity, cues=cue_changes(source.canon, after.canon),
                     locality=locality(source.canon, after.canon, au),
                     sharpness_ratio=laplacian_variance(image, source.pixels) / max(sharp_before, 1e-9),
-                    identity=identity))
+                    identity=identity, read_back=_read_back(source.pixels, after.pixels, au)))
         if round_trip:
             there = editor.edit_image(rgb, single_au(aus[0], round_trip), faces=faces).images[0]
             back_faces = editor.find_faces(there, "largest")
