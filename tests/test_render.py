@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 from fgfem.aus import NUM_AUS, parse_au_specs
 from fgfem.cli import run
 from fgfem.editor import Editor
+from fgfem.pipeline import default_compute_threads, limited_threads
 from fgfem.render import FaceTracker, TrackerConfig, driver_deltas, edit_frames, render_video
 from fgfem.video import ffmpeg_exe, iter_frames, probe_video
 
@@ -162,3 +166,135 @@ def test_full_wolfgang_video(editor: Editor, samples: Path, tmp_path: Path) -> N
     assert after.fps == pytest.approx(before.fps, rel=1e-3)
     assert after.duration == pytest.approx(before.duration, abs=0.1)
     assert after.has_audio == before.has_audio
+
+
+def _stage_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name in {f"fgfem-{s}" for s in STAGE_NAMES}]
+
+
+STAGE_NAMES = ("track", "geometry", "model", "compose")
+
+
+def test_pipelined_render_gives_the_sequential_frames_and_file(editor: Editor, short_clip: Path,
+                                                               tmp_path: Path) -> None:
+    """The pipeline changes when the work happens, never what it computes: same frames before the encoder
+    (a rig field and a generator change in every one), in order, and the same encoded video."""
+    frames = list(iter_frames(short_clip))
+    spec = parse_au_specs(["12=+2"])
+
+    def edited(pipeline: bool) -> list[np.ndarray]:
+        tracker = FaceTracker(editor.backend, TrackerConfig(fps=probe_video(short_clip).fps))
+        return [f.rgb for f in edit_frames(editor, frames, lambda _i: spec, tracker=tracker, batch=5,
+                                           pipeline=pipeline)]
+
+    sequential, pipelined = edited(False), edited(True)
+    assert len(pipelined) == len(sequential) == 12
+    assert all(np.array_equal(a, b) for a, b in zip(sequential, pipelined, strict=True))
+    assert all(not np.array_equal(a, f) for a, f in zip(sequential, frames, strict=True))
+    # torch's results can move by one grey level with its thread count, so the sequential render runs under
+    # the thread limits the pipelined one sets for itself.
+    outs = {}
+    for pipeline in (False, True):
+        outs[pipeline] = tmp_path / f"pipeline_{pipeline}.mp4"
+        with contextlib.nullcontext() if pipeline else limited_threads(default_compute_threads()):
+            stats = render_video(editor, short_clip, outs[pipeline], spec, batch=5, pipeline=pipeline)
+        assert stats.frames == 12 and stats.edited == 12
+    assert outs[False].read_bytes() == outs[True].read_bytes()
+    assert all(np.array_equal(a, b) for a, b in zip(iter_frames(outs[False]), iter_frames(outs[True]), strict=True))
+    assert not _stage_threads()
+
+
+def _fails_on_second_call(real):
+    calls = []
+
+    def run(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
+        return real(*args, **kwargs)
+
+    return run
+
+
+def test_a_model_stage_failure_ends_the_render_in_one_line_without_a_file(editor: Editor, short_clip: Path,
+                                                                          tmp_path: Path, monkeypatch) -> None:
+    from fgfem.pipeline import StageError
+
+    monkeypatch.setattr(editor, "appearance", _fails_on_second_call(editor.appearance))
+    out = tmp_path / "out.mp4"
+    with pytest.raises(StageError) as caught:
+        render_video(editor, short_clip, out, parse_au_specs(["12=+1"]), batch=4)
+    assert str(caught.value) == ("render stopped in the model stage: RuntimeError: CUDA out of memory. "
+                                 "Tried to allocate 2 GiB")
+    assert list(tmp_path.iterdir()) == []  # neither the output nor a partial file
+    assert not _stage_threads()
+
+
+def test_an_encoder_failure_ends_the_render_in_one_line_without_a_file(editor: Editor, short_clip: Path,
+                                                                       tmp_path: Path, monkeypatch) -> None:
+    """x264 dies after three frames (killed): the render stops with the writer's one line, nothing is left."""
+    from fgfem.errors import FgfemError
+    from fgfem.video import VideoWriter
+
+    real_write = VideoWriter.write
+
+    def write(self, frame):
+        if self.frames_written == 3:
+            self._process.kill()
+            self._process.wait()
+        real_write(self, frame)
+
+    monkeypatch.setattr(VideoWriter, "write", write)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(FgfemError) as caught:
+        render_video(editor, short_clip, out, parse_au_specs(["12=+1"]), batch=4)
+    assert str(caught.value).startswith("cannot write video") and "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+    assert not _stage_threads()
+
+
+def test_cli_render_stage_failure_is_one_error_line(short_clip: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    from fgfem.nets import Generator, NetConfig
+    from fgfem.weights import save_generator
+
+    cfg = NetConfig(name="tiny-test", conv_dim=8, critic_dim=8)
+    weights = tmp_path / "tiny.safetensors"
+    save_generator(weights, Generator(cfg), cfg)
+    monkeypatch.setattr(Editor, "appearance", _fails_on_second_call(Editor.appearance))
+    out = tmp_path / "videos" / "out.mp4"
+    out.parent.mkdir()
+    code = run(["render", str(short_clip), "-o", str(out), "--au", "12=+1", "--weights", str(weights),
+                "--device", "cpu", "--backend", "dlib", "--batch", "4"])
+    err = capsys.readouterr().err
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: render stopped in the model stage: RuntimeError: CUDA out of memory. Tried to "
+                      "allocate 2 GiB"], err
+    assert "Traceback" not in err and list(out.parent.iterdir()) == []
+
+
+def test_pipelined_edit_keeps_a_bounded_number_of_frames_in_flight(editor: Editor) -> None:
+    """Memory stays flat: however long the stream, at most about six batches are between decoder and writer."""
+    batch, pulled = 2, 0
+
+    def frames():
+        nonlocal pulled
+        for _ in range(50):
+            pulled += 1
+            yield np.zeros((48, 64, 3), np.uint8)
+
+    class NoFaces(FaceTracker):
+        """Finds no face at once (dlib takes ~60 ms to be sure): the frames pass through every stage."""
+
+        def update(self, rgb: np.ndarray) -> list:
+            return []
+
+    lead = 0
+    tracker = NoFaces(editor.backend)
+    for done, frame in enumerate(edit_frames(editor, frames(), lambda _i: parse_au_specs(["12=+1"]),
+                                             tracker=tracker, batch=batch, pipeline=True), start=1):
+        assert frame.faces == 0
+        time.sleep(0.02)  # a slow writer: the stages run ahead until their queues are full
+        lead = max(lead, pulled - done)
+    assert batch < lead <= 6 * batch + 2  # 4 queues of one batch, a batch in the model and in compose, 2 frames
+    assert not _stage_threads()
