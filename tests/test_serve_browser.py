@@ -8,11 +8,13 @@ face and a 16-bit PNG and read the one-line messages while the page keeps workin
 example. Every request the browser makes must go to the server itself (offline).
 
 Set ``FGFEM_SERVE_SCREENSHOT=docs/serve.png`` to keep the screenshot the README shows.
-Skips with the reason where gradio, playwright or chromium is missing; CI installs all three.
+Skips with the reason where gradio, playwright or chromium is missing; CI installs all three and sets
+``FGFEM_REQUIRE_BROWSER=1``, which turns such a skip into a failure.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import queue
 import re
@@ -37,10 +39,22 @@ BROWSER_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backgr
 START_TIMEOUT_S = 240
 STEP_TIMEOUT_MS = 120_000
 
-pytest.importorskip("gradio", reason='fgfem serve needs gradio: pip install ".[app]"')
-sync_api = pytest.importorskip("playwright.sync_api", reason='needs playwright: pip install ".[test]"')
+
+
+def missing(reason: str) -> None:
+    """Skip with the reason; fail under FGFEM_REQUIRE_BROWSER=1 (CI), which must really run this test."""
+    if os.environ.get("FGFEM_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"FGFEM_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+if importlib.util.find_spec("gradio") is None:
+    missing('gradio is not installed (pip install ".[app]")')
+if importlib.util.find_spec("playwright") is None:
+    missing('playwright is not installed (pip install ".[test]")')
 if not Path(CHROMIUM).is_file():
-    pytest.skip("chromium not found: apt-get install -y chromium (.ci/run does)", allow_module_level=True)
+    missing("chromium is not installed (apt-get install -y chromium; .ci/run does)")
+from playwright import sync_api  # noqa: E402
 
 
 def free_port() -> int:
