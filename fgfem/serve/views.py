@@ -48,7 +48,7 @@ def numbered_faces(rgb: np.ndarray, faces: Sequence[Face], side: int = 640) -> n
     scale = min(1.0, side / max(rgb.shape[:2]))
     image = Image.fromarray(fit_within(rgb, side)).convert("RGB")
     draw = ImageDraw.Draw(image)
-    font = label_font(max(12, int(18 * max(image.size) / side)))
+    font = label_font(max(14, round(max(image.size) / 22)))
     for number, face in enumerate(faces):
         x0, y0, x1, y1 = (float(v) * scale for v in face.box)
         width = max(2, round(max(image.size) / 320))
