@@ -168,9 +168,18 @@ def cue_changes(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
 
 
 def locality(before: np.ndarray, after: np.ndarray, au: str) -> float:
-    """Mean landmark motion (IOD) outside the AU's region, inner points only."""
+    """Mean landmark motion (IOD) outside the AU's region, inner points only.
+
+    The two faces are first superimposed on those outside points (a similarity fit): the
+    canonical frame hangs on the eye centres, which an eyelid AU moves, and that would
+    otherwise count as every other landmark moving.
+    """
+    from fgfem.prep.align import umeyama
+
     outside = [i for i in INNER if i not in AU_REGIONS[au]]
-    return float(np.linalg.norm(after[outside] - before[outside], axis=1).mean())
+    matrix = umeyama(after[outside], before[outside])
+    placed = after[outside] @ matrix[:, :2].T + matrix[:, 2]
+    return float(np.linalg.norm(placed - before[outside], axis=1).mean())
 
 
 def laplacian_variance(rgb: np.ndarray, points: np.ndarray) -> float:

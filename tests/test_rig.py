@@ -82,29 +82,48 @@ def test_a_rig_that_moves_landmarks_outside_its_region_is_refused() -> None:
 
 
 def test_rig_to_estimator_round_trip_reads_what_was_asked(rig: AURig, neutral_face) -> None:  # noqa: ANN001
-    """Moving a real face's landmarks by one unit of a well-seen AU reads one unit more, within 0.15."""
+    """One unit of a well-seen AU's pattern, on a real face's landmarks, reads back one unit times the
+    loop gain the fit stored (the share dlib's re-detection loses, divided out; ``fit_rig.loop_gain``)."""
     _, face = neutral_face
     points = face.landmarks.astype(np.float64)
     before = raw_aus(points)
+    gains = rig.info["loop_gain"]
     for code in WELL_SEEN:
         k = AU_CODES.index(code)
         moved = points + rig.image_motion(points[None], single(code, 1.0)[None])[0]
-        assert abs(raw_aus(moved)[k] - before[k] - 1.0) < 0.15, code
+        assert abs(raw_aus(moved)[k] - before[k] - gains[code]) < 0.15 * gains[code], code
+
+
+def test_edit_then_aus_reads_the_edit_back(rig_editor, shared: Path) -> None:  # noqa: ANN001
+    """What `fgfem edit` asks, `fgfem aus` reads on the edited photo (re-detected): +1 reads ~+1."""
+    from fgfem.prep.faces import detect_faces
+
+    names = ("0101a02.jpg", "0601a01.jpg", "1501a03.jpg", "1601a01.jpg")
+    for code in ("AU12", "AU04", "AU26", "AU02"):
+        k = AU_CODES.index(code)
+        reads = []
+        for name in names:
+            rgb = load_image(shared / "data" / "taiwanese" / name).rgb
+            face = detect_faces(rig_editor.backend, rgb, "largest")[0]
+            edited = rig_editor.edit_image(rgb, single(code, 1.0), faces=[face]).images[0]
+            again = rig_editor.find_faces(edited)[0]
+            reads.append(estimate_aus(again.landmarks)[k] - estimate_aus(face.landmarks)[k])
+        assert abs(np.mean(reads) - 1.0) < 0.3, (code, reads)
 
 
 def test_editor_targets_the_clipped_reading(rig_editor, neutral_face) -> None:  # noqa: ANN001
-    """From a reading below zero (shown as 0), +1 still ends at a reading of 1, as `fgfem aus` shows it."""
+    """From a reading below zero (shown as 0), +1 moves by 1 - raw, not by 1: the target is the shown scale."""
     rgb, face = neutral_face
     raw = raw_aus(face.landmarks)
     code = next(c for c in WELL_SEEN if raw[AU_CODES.index(c)] < -0.1)
     k = AU_CODES.index(code)
     aligned = rig_editor.align(rgb, [face])
-    change = rig_editor.raw_aus(aligned.faces)
-    shown = np.clip(change, 0, 5)
-    target = np.clip(shown + single(code, 1.0), 0, 5)
-    asked = (target - change) * (single(code, 1) != 0)
-    moved = face.landmarks + rig_editor.rig.image_motion(face.landmarks[None], asked)[0]
-    assert estimate_aus(moved)[k] == pytest.approx(1.0, abs=0.01)
+    field = rig_editor.geometry(aligned, single(code, 1.0)[None])[0]
+    assert field is not None
+    asked = single(code, float(1.0 - raw[k]))
+    moved = face.landmarks + rig_editor.rig.image_motion(face.landmarks[None], asked[None])[0]
+    gain = rig_editor.rig.info["loop_gain"][code]
+    assert raw_aus(moved)[k] == pytest.approx(raw[k] + gain * (1.0 - raw[k]), abs=0.15 * gain)
 
 
 def test_weights_file_round_trip_and_removal(tmp_path: Path, shipped: Path, rig: AURig) -> None:
@@ -137,6 +156,20 @@ def test_zero_edit_has_no_field(rig_editor, neutral_face) -> None:  # noqa: ANN0
     assert landmark_field(points, np.zeros((68, 2)), 128) is None
 
 
+def sampling_determinant(field) -> np.ndarray:  # noqa: ANN001 - a CropField
+    """Jacobian of the sampling map p -> p - v(p) on the grid, away from a tear.
+
+    Where parted lips tear the field, the seam is a jump by design, hidden under the mouth's
+    cavity (``CropField.cavity``); everywhere else the map must be fold-free.
+    """
+    sampling = -field.inverse.permute(1, 2, 0).numpy().astype(np.float64)
+    det = jacobian_determinant(sampling, 1.0)
+    if field.cavity is not None:
+        seam = torch.nn.functional.max_pool2d(field.cavity[None, None], 5, stride=1, padding=2)[0, 0].numpy() > 0
+        det = det[~seam]
+    return det
+
+
 @pytest.mark.parametrize("code", ["AU12", "AU04", "AU01", "AU15", "AU45", "AU26"])
 def test_no_fold_over_up_to_the_cli_maximum(rig: AURig, rig_editor, neutral_face, code: str) -> None:  # noqa: ANN001
     rgb, face = neutral_face
@@ -144,9 +177,7 @@ def test_no_fold_over_up_to_the_cli_maximum(rig: AURig, rig_editor, neutral_face
     for value in (-CLI_MAX, CLI_MAX):
         field = landmark_field(points, _crop_motion(rig, face, aligned, single(code, value)), 128)
         assert field is not None
-        # The sampling map p -> p - v(p) must keep a positive Jacobian everywhere.
-        sampling = -field.inverse.permute(1, 2, 0).numpy().astype(np.float64)
-        det = jacobian_determinant(sampling, 1.0)
+        det = sampling_determinant(field)
         assert det.min() > 0, (code, value, det.min())
         assert 0 < field.scale <= 1
 
@@ -158,8 +189,7 @@ def test_random_sums_of_aus_stay_fold_free(rig: AURig, rig_editor, neutral_face)
     for _ in range(6):
         delta = rng.uniform(-3, 3, NUM_AUS).astype(np.float32)
         field = landmark_field(points, _crop_motion(rig, face, aligned, delta), 128)
-        sampling = -field.inverse.permute(1, 2, 0).numpy().astype(np.float64)
-        assert jacobian_determinant(sampling, 1.0).min() > 0
+        assert sampling_determinant(field).min() > 0
     assert MIN_JACOBIAN > 0
 
 

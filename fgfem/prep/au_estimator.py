@@ -166,8 +166,10 @@ def feature_columns(xs: Any, ys: Any) -> dict[str, Any]:
         "corner_up": lip_centre - y_mean(48, 54),
         "mouth_w": xs[:, 54] - xs[:, 48],
         "lip_gap": ys[:, 66] - ys[:, 62],
-        "jaw": ys[:, 8] - ys[:, 33],
-        "chin_lip": ys[:, 8] - ys[:, 57],
+        # The chin as three points: a jaw drops as a whole, and the rig fitted to read one point
+        # back moved that point alone (a V-shaped chin).
+        "jaw": y_mean(7, 8, 9) - ys[:, 33],
+        "chin_lip": y_mean(7, 8, 9) - ys[:, 57],
         "nose_root": ys[:, 33] - eye_corners,
         "lip_nose": ys[:, 51] - ys[:, 33],
         "lip_th": (ys[:, 62] - ys[:, 51]) + (ys[:, 57] - ys[:, 66]),

@@ -21,6 +21,7 @@ resolution by interpolation and resamples the photo once.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +38,7 @@ ANCHOR_RING = 1.35
 """The anchor ring lies on the landmark hull scaled by this about the face centre."""
 CHIN_EXTRA = 0.4
 """Straight below the face the ring lies this much farther out (``ring_factor``)."""
-FOREHEAD_IOD = 0.45
+FOREHEAD_IOD = 0.7
 """Forehead anchors sit this far above the brows (the brows may rise ~0.1 IOD)."""
 MERGE_IOD = 0.05
 """Control points closer than this (inter-ocular units) are merged (``merge_close``)."""
@@ -127,20 +128,42 @@ def landmark_field(crop_landmarks: np.ndarray, crop_motion: np.ndarray, size: in
     lower[list(UPPER_INNER)] = motion[list(LOWER_INNER)][::-1]
     forward_up = _smooth_forward(points, upper, coords)
     forward_down = _smooth_forward(points, lower, coords)
-    scale = min(_fold_free_scale(forward_up, size / grid, size), _fold_free_scale(forward_down, size / grid, size))
-    inverse_up = invert_field(_as_tensor(forward_up * scale), size)
-    inverse_down = invert_field(_as_tensor(forward_down * scale), size)
-    top = _lip_line(points, upper * scale, (60, 61, 62, 63, 64), coords)
-    bottom = _lip_line(points, lower * scale, (60, 67, 66, 65, 64), coords)
+
+    def torn(scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return _torn_field(points, upper * scale, lower * scale, forward_up * scale, forward_down * scale,
+                           coords, size)
+
+    def fold_free(scale: float) -> bool:
+        # Each half is checked only where it is used: the upper field pulls the lower inner
+        # lip up into the upper lip (a fold there, but that half is never shown below the tear).
+        inverse, cavity = torn(scale)
+        sampling = -inverse.permute(1, 2, 0).numpy().astype(np.float64)
+        det = jacobian_determinant(sampling, size / grid)
+        seam = F.max_pool2d(cavity[None, None], 5, stride=1, padding=2)[0, 0].numpy() > 0
+        return bool(det[~seam].min() >= MIN_JACOBIAN)
+
+    scale = _largest_scale(fold_free)
+    inverse, cavity = torn(scale)
+    return CropField(inverse=inverse, size=size, scale=scale, max_motion=float(np.abs(motion).max() * scale),
+                     cavity=cavity)
+
+
+def _torn_field(points: np.ndarray, upper: np.ndarray, lower: np.ndarray, forward_up: np.ndarray,
+                forward_down: np.ndarray, coords: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sampling field that follows the upper lip above the parting line and the lower lip below,
+    and the cavity (G x G in [0, 1]) between the two moved inner-lip lines."""
+    inverse_up = invert_field(_as_tensor(forward_up), size)
+    inverse_down = invert_field(_as_tensor(forward_down), size)
+    top = _lip_line(points, upper, (60, 61, 62, 63, 64), coords)
+    bottom = _lip_line(points, lower, (60, 67, 66, 65, 64), coords)
     y = torch.from_numpy(coords[..., 1].astype(np.float32))
-    corners = points[[60, 64]] + 0.5 * (upper + lower)[[60, 64]] * scale
+    corners = points[[60, 64]] + 0.5 * (upper + lower)[[60, 64]]
     inside = torch.isfinite(top) & torch.isfinite(bottom)
     middle = torch.where(inside, 0.5 * (top + bottom), torch.tensor(float(corners[:, 1].mean())))
     inverse = torch.where((y < middle)[None], inverse_up, inverse_down)
     # Soft by about a crop pixel at each lip, so the photo-resolution edge is antialiased.
     cavity = ((y - top + 0.5).clamp(0, 1) * (bottom - y + 0.5).clamp(0, 1)) * (bottom > top + 0.5)
-    return CropField(inverse=inverse, size=size, scale=scale, max_motion=float(np.abs(motion).max() * scale),
-                     cavity=cavity.float())
+    return inverse, cavity.float()
 
 
 UPPER_INNER = (61, 62, 63)
@@ -275,6 +298,11 @@ def _fold_free_scale(forward: np.ndarray, spacing: float, size: int) -> float:
         sampling = -invert_field(_as_tensor(scaled), size).permute(1, 2, 0).numpy().astype(np.float64)
         return bool(jacobian_determinant(sampling, spacing).min() >= MIN_JACOBIAN)
 
+    return _largest_scale(fold_free)
+
+
+def _largest_scale(fold_free: Callable[[float], bool]) -> float:
+    """The largest s in (0, 1] with ``fold_free(s)``, by bisection (1.0 when the whole motion is fine)."""
     if fold_free(1.0):
         return 1.0
     low, high = 0.0, 1.0

@@ -46,8 +46,9 @@ EMOTION_PROTOTYPES: dict[str, tuple[str, ...]] = {
 }
 """EMFACS prototypes (the data README's list; AU17 left out of disgust, AU07 kept in anger)."""
 
-PRIOR_HEAVY = ("AU05", "AU07", "AU10", "AU14", "AU17", "AU23", "AU45")
-"""AUs the data shows too little of (or only mixed with others): their patterns follow FACS."""
+PRIOR_HEAVY = ("AU05", "AU07", "AU10", "AU14", "AU17", "AU23", "AU25", "AU26", "AU45")
+"""AUs the data shows too little of, or only mixed with others (the posed jaw drops of surprise
+come with raised lips and brows), so their patterns follow FACS."""
 FEATURES_ONLY = ("AU01", "AU02", "AU05", "AU06", "AU12", "AU14", "AU15", "AU20", "AU23", "AU25", "AU26", "AU45")
 """AUs read from their named features alone. Landmark terms raised the Taiwanese transfer share
 (0.21 -> 0.29) but lowered the correlation with OpenFace on the labelled video frames (AU01
