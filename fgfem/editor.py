@@ -313,6 +313,7 @@ class Editor:
             linear = np.asarray(aligned.matrices[index], dtype=np.float64)[:, :2]
             crop_motion = motion[index] @ linear.T
             fields.append(landmark_field(landmarks_in_crop(face, aligned.matrices[index]), crop_motion, aligned.size))
+        warn_if_limited(fields, deltas)
         return fields
 
     def appearance(self, crops: torch.Tensor, rel_aus: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -413,6 +414,24 @@ class Editor:
         from fgfem.prep.paste import paste_back
 
         return paste_back(rgb, edited, reference, aligned, mode=mode)
+
+
+def warn_if_limited(fields: Sequence[CropField | None], deltas: np.ndarray) -> None:
+    """One warning line when the rig had to scale an edit down to keep a face from folding over."""
+    import warnings
+
+    from fgfem.aus import AU_CODES
+    from fgfem.rig.field import GeometryLimitWarning
+
+    for index, crop_field in enumerate(fields):
+        if crop_field is None or crop_field.scale >= 0.95:
+            continue
+        row = np.asarray(deltas, dtype=np.float32).reshape(len(fields), NUM_AUS)[index]
+        largest = AU_CODES[int(np.abs(row).argmax())]
+        warnings.warn(GeometryLimitWarning(
+            f"face {index}: the geometry of this edit was limited to {crop_field.scale:.0%} of the asked motion "
+            f"(more would fold the face over; {largest} {row.max() if row.max() > -row.min() else row.min():+g} "
+            "is more than this face can take)", key=f"geometry limited ({largest})"), stacklevel=3)
 
 
 # =============================================================================== what to do

@@ -86,11 +86,13 @@ class WarningLines:
 def cli_warnings() -> Iterator[WarningLines]:
     """Show every warning raised during one CLI run as ``warning: message`` lines."""
     from fgfem.aus import AUClampWarning
+    from fgfem.rig.field import GeometryLimitWarning
 
     lines = WarningLines()
     with warnings.catch_warnings():
-        # Python shows a repeated warning once per place; clamps are counted here instead.
+        # Python shows a repeated warning once per place; clamps and limits are counted here instead.
         warnings.filterwarnings("always", category=AUClampWarning)
+        warnings.filterwarnings("always", category=GeometryLimitWarning)
         warnings.showwarning = lines
         try:
             yield lines

@@ -48,6 +48,14 @@ GRID = 128
 INVERSE_STEPS = 6
 
 
+class GeometryLimitWarning(UserWarning):
+    """An edit asked more motion than the face can take without folding; ``key`` groups repeats."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 @dataclass(frozen=True)
 class CropField:
     """The inverse (sampling) field of one face in its crop frame.
