@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads of the pipelined rows (0: default_compute_threads())")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=150)
     threads = args.threads or default_compute_threads()
     editor = load_editor(args.weights, args.device)
     console.print(f"CPU: {describe_cpu()}")

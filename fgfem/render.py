@@ -5,6 +5,13 @@ detection on every frame (re-detecting every few frames, after a scene cut or wh
 face jumps), and smooths them over time with a One-Euro filter so the crops, and
 therefore the edits, do not jitter. Frames are then edited by the same ``Editor`` as
 photos, several at a time.
+
+``render_video`` runs the edit as a pipeline (``fgfem.pipeline``): ffmpeg decodes in its
+own process, the tracker, the rig geometry, the generator and the full-resolution
+compositing each run in a thread, and x264 encodes in another process, joined by queues
+of about one batch, so that on 2 cores neither core waits for the other's stage. Each
+stage is the same generator function the sequential path chains in one thread
+(``pipeline=False``): same frames, same order, same batches, same output.
 """
 
 from __future__ import annotations
