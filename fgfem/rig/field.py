@@ -128,8 +128,7 @@ def landmark_field(crop_landmarks: np.ndarray, crop_motion: np.ndarray, size: in
     coords = _grid_coords(size, grid)
     if not lips_part(points, motion):
         forward = _smooth_forward(points, motion, coords)
-        scale = _fold_free_scale(forward, size / grid, size)
-        inverse = invert_field(_as_tensor(forward * scale), size)
+        scale, inverse = _fold_free_scale(forward, size / grid, size)
         return CropField(inverse=inverse, size=size, scale=scale, max_motion=float(np.abs(motion).max() * scale))
     upper, lower = motion.copy(), motion.copy()
     upper[list(LOWER_INNER)] = motion[list(UPPER_INNER)][::-1]
@@ -291,22 +290,27 @@ def jacobian_determinant(forward: np.ndarray, spacing: float) -> np.ndarray:
     return (1.0 + du_dx) * (1.0 + dv_dy) - du_dy * dv_dx
 
 
-def _fold_free_scale(forward: np.ndarray, spacing: float, size: int) -> float:
-    """The largest s in (0, 1] for which s * forward, and the sampling map inverted from it, never fold.
+def _fold_free_scale(forward: np.ndarray, spacing: float, size: int) -> tuple[float, torch.Tensor]:
+    """The largest s in (0, 1] for which s * forward, and the sampling map inverted from it, never fold;
+    and that inverted map (computed once per tried scale, kept for the one chosen).
 
     Both are checked: the forward map's Jacobian must stay >= ``MIN_JACOBIAN``, and so must
     that of the sampling map ``p - v(p)`` the photo is resampled with (the fixed-point
     inversion stops converging where a large edit stretches skin more than it moves it).
     """
+    inverses: dict[float, torch.Tensor] = {}
 
     def fold_free(scale: float) -> bool:
         scaled = forward * scale
         if jacobian_determinant(scaled, spacing).min() < MIN_JACOBIAN:
             return False
-        sampling = -invert_field(_as_tensor(scaled), size).permute(1, 2, 0).numpy().astype(np.float64)
+        inverses[scale] = invert_field(_as_tensor(scaled), size)
+        sampling = -inverses[scale].permute(1, 2, 0).numpy().astype(np.float64)
         return bool(jacobian_determinant(sampling, spacing).min() >= MIN_JACOBIAN)
 
-    return _largest_scale(fold_free)
+    scale = _largest_scale(fold_free)
+    inverse = inverses.get(scale)
+    return scale, inverse if inverse is not None else invert_field(_as_tensor(forward * scale), size)
 
 
 def _largest_scale(fold_free: Callable[[float], bool]) -> float:
