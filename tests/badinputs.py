@@ -12,6 +12,12 @@ subcommands read it (``COMMANDS_BY_KIND``), and what a correct CLI does with it:
 ``expect_by_command`` overrides ``expect`` where one command rightly differs (a folder
 with some bad files is a partial success: exit 1 with skips and a summary; a video
 without a face renders unchanged but has no AUs to measure).
+
+The real-media video cases (a start offset, a variable frame rate, SAR and colour tags,
+an odd size, audio longer than the picture, every output container, a dead process's
+partial file) are cut from the sample videos; ``frame_times``, ``audio_span`` and
+``video_summary`` read a file's timing and geometry back with ffmpeg itself, so the
+tests can check that an output kept what its input had.
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import struct
 import subprocess
+import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +66,8 @@ class Case:
     expect_by_command: dict[str, str] = field(default_factory=dict)
     note: str = ""
     only: tuple[str, ...] = ()  # restrict to these subcommands (an option only some of them have)
+    out_name: str = ""  # the output's file name where the case is about it (render -o NAME)
+    prior: tuple[tuple[str, bytes], ...] = ()  # files already in the output folder when the command starts
 
     def commands(self) -> tuple[str, ...]:
         return tuple(c for c in COMMANDS_BY_KIND[self.kind] if not self.only or c in self.only)
@@ -127,6 +137,39 @@ def ffmpeg(*args: object) -> None:
 
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-nostdin", *map(os.fsdecode, map(str, args))]
     subprocess.run(cmd, check=True, timeout=120, capture_output=True)
+
+
+def _ffmpeg_text(*args: object, stdout: bool = False) -> str:
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", *map(str, args)]
+    proc = subprocess.run(cmd, timeout=120, capture_output=True, text=True)
+    return proc.stdout if stdout else proc.stderr
+
+
+def frame_times(path: str | Path) -> list[float]:
+    """Presentation time of every decoded frame, as ffmpeg's showinfo prints it."""
+    log = _ffmpeg_text("-i", path, "-map", "0:v:0", "-vf", "showinfo", "-f", "null", "-")
+    return [float(t) for t in re.findall(r"pts_time:(-?[\d.]+)", log)]
+
+
+def audio_span(path: str | Path) -> tuple[float, float] | None:
+    """(start, end) in seconds of the first audio stream's packets (stream copy, nothing decoded); None if none."""
+    text = _ffmpeg_text("-v", "error", "-i", path, "-map", "0:a:0?", "-c", "copy", "-f", "framecrc", "-",
+                        stdout=True)
+    if "#media_type 0: audio" not in text:  # no audio stream: ffmpeg falls back to copying the video
+        return None
+    base = re.search(r"#tb 0: (\d+)/(\d+)", text)
+    rows = [(int(p), int(d)) for p, d in re.findall(r"^0,\s*-?\d+,\s*(-?\d+),\s*(\d+),", text, re.MULTILINE)]
+    if base is None or not rows:
+        return None
+    tick = int(base.group(1)) / int(base.group(2))
+    return min(p for p, _ in rows) * tick, max(p + d for p, d in rows) * tick
+
+
+def video_summary(path: str | Path) -> str:
+    """ffmpeg's one-line summary of the first video stream: codec, pixel format, colour tags, size, SAR."""
+    return next((line.strip() for line in _ffmpeg_text("-i", path).splitlines() if "Video:" in line), "")
 
 
 def short_clip(samples: Path, out: Path, frames: int = 8, source: str = "single_face.mp4", width: int = 320) -> Path:
@@ -308,6 +351,68 @@ def _video_cases(root: Path, samples: Path) -> list[Case]:
         # frames without a face render unchanged; aus has nothing to measure; prep rejects every frame
         Case("video-no-face", "video", "ok", str(no_face),
              expect_by_command={"aus": "error", "render-driver": "error", "prep": "error"}),
+        *_real_media_video_cases(folder / "real", samples),
+    ]
+
+
+RENDER_ONLY = ("video-audio-longer", "video-output-gif", "video-output-webm", "video-output-avi", "video-output-flv",
+               "video-stale-partial")
+"""Real-media video cases about what ``render`` writes: the other video readers have nothing to show with them."""
+
+
+def _real_media_video_cases(folder: Path, samples: Path) -> list[Case]:
+    """Clips of 1-2 s cut from single_face.mp4 (a face, 30 fps, sound) with unusual timing or geometry, and
+    render's output containers and leftovers.
+
+    Each valid clip must render (and measure, where ``aus`` reads it) with its timing and geometry
+    kept; the test reads the output's property back (``OUTPUT_CHECKS`` in test_bad_inputs.py).
+    The ``RENDER_ONLY`` ones are about what render writes, so only render runs them.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    src = samples / "pyfeat" / "single_face.mp4"
+    x264 = ("-c:v", "libx264", "-crf", 20, "-preset", "veryfast")
+    aac = ("-c:a", "aac", "-b:a", "64k")
+    made = {name: folder / name for name in ("base.mp4", "offset.mp4", "vfr.mp4", "anamorphic.mp4", "odd.mkv",
+                                             "long_audio.mp4")}
+    if not made["base.mp4"].exists():
+        # 1 s of picture and sound at 320x180
+        ffmpeg("-i", src, "-t", 1, "-vf", "scale=320:180", *x264, "-pix_fmt", "yuv420p", *aac, made["base.mp4"])
+        # the picture starts 0.84 s after the sound, as in phone recordings and cut clips
+        ffmpeg("-itsoffset", 0.84, "-i", made["base.mp4"], "-i", made["base.mp4"], "-map", "0:v", "-map", "1:a",
+               "-c", "copy", made["offset.mp4"])
+        # variable frame rate: frames 0..45 at 30 fps, then every 3rd (10 fps) to 2 s
+        ffmpeg("-i", src, "-t", 2, "-vf", r"scale=320:180,select='lte(n\,45)+not(mod(n-45\,3))'",
+               "-fps_mode", "passthrough", *x264, "-pix_fmt", "yuv420p", *aac, made["vfr.mp4"])
+        # 480x360 stored, SAR 4:3 (shown 16:9), tagged bt709
+        tags = "setparams=range=tv:colorspace=bt709:color_primaries=bt709:color_trc=bt709"
+        ffmpeg("-i", src, "-t", 1, "-vf", f"scale=480:360:out_color_matrix=bt709,setsar=4/3,{tags}", *x264,
+               "-pix_fmt", "yuv420p", "-an", made["anamorphic.mp4"])
+        # an odd size (H.264 needs even sizes in 4:2:0, so the clip is 4:4:4)
+        ffmpeg("-i", src, "-t", 1, "-vf", "scale=641:361,format=yuv444p", *x264, "-pix_fmt", "yuv444p", "-an",
+               made["odd.mkv"])
+        # 1 s of picture over the sample's whole 2.4 s of sound
+        ffmpeg("-i", made["base.mp4"], "-i", src, "-map", "0:v", "-map", "1:a", "-c:v", "copy", *aac,
+               made["long_audio.mp4"])
+    # a partial file as a render killed with kill -9 leaves it: hidden, 0600, named after its dead writer
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    data = made["base.mp4"].read_bytes()
+    stale = ((f".clip.partial-video-{dead.pid}-k1ll3d9x.mp4", data[: len(data) // 3]),)
+    base = str(made["base.mp4"])
+    render = ("render",)
+    return [
+        Case("video-start-offset", "video", "ok", str(made["offset.mp4"]), note="picture 0.84 s after the sound"),
+        Case("video-variable-rate", "video", "ok", str(made["vfr.mp4"]), note="30 fps, then 10 fps"),
+        Case("video-sar-bt709", "video", "ok", str(made["anamorphic.mp4"]), note="480x360 SAR 4:3, bt709 tags"),
+        Case("video-odd-size", "video", "ok", str(made["odd.mkv"]), note="641x361, padded to 642x362 for H.264"),
+        Case("video-audio-longer", "video", "ok", str(made["long_audio.mp4"]), only=render,
+             note="cut at the picture's end, and said"),
+        *(Case(f"video-output-{suffix}", "video", "ok", base, only=render, out_name=f"clip.{suffix}")
+          for suffix in ("gif", "webm", "avi")),
+        Case("video-output-flv", "video", "error", base, only=render, out_name="clip.flv",
+             note="one line listing the containers that work"),
+        Case("video-stale-partial", "video", "ok", base, only=render, out_name="clip.mp4", prior=stale,
+             note="a dead render's partial file: removed, and said"),
     ]
 
 

@@ -3,7 +3,9 @@
 Each (case, subcommand) run must: exit 0 for valid-but-unusual inputs; otherwise exit
 non-zero with exactly one ``error: ...`` line (a folder: skips with reasons and a summary);
 never print a traceback; leave its inputs byte-identical; and leave no half-written
-output behind (``*.partial-*`` files, or the output name after a failure).
+output behind (``*.partial-*`` files, or the output name after a failure). Where a case is
+about a property of the output (a video's start offset, frame times, SAR, size, what the
+summary says), ``OUTPUT_CHECKS`` reads it back from the written file with ffmpeg.
 
 The default run covers every case against the subcommands that read its kind of input
 but keeps the costly ones (face detection plus a generator per run) to the cheapest
@@ -12,17 +14,29 @@ subcommand; ``--runslow`` runs the whole cross product.
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from badinputs import Case, build_corpus, short_clip, small_face_photo, tree_digest
+from badinputs import (
+    Case,
+    audio_span,
+    build_corpus,
+    frame_times,
+    short_clip,
+    small_face_photo,
+    tree_digest,
+    video_summary,
+)
 
 from fgfem.cli import run
 
@@ -93,7 +107,7 @@ def argv_for(case: Case, command: str, corpus: Corpus, out: Path) -> tuple[list[
         return ["prep", src, str(out / "data"), "--backend", "dlib"], []
     if command == "render":
         source = src if case.kind in ("image", "video") else str(corpus.good_clip)
-        dest = out / "out.mp4"
+        dest = out / (case.out_name or "out.mp4")
         return ["render", source, "-o", str(dest), *au, *weights, *COMMON], [dest]
     if command == "render-driver":
         dest = out / "driven.mp4"
@@ -124,6 +138,9 @@ def check(case: Case, command: str, corpus: Corpus, tmp_path: Path, capsys: pyte
     out = tmp_path / "out"
     out.mkdir()
     argv, outputs = argv_for(case, command, corpus, out)
+    for name, data in case.prior:
+        (out / name).write_bytes(data)
+        (out / name).chmod(0o600)
     before = tree_digest(corpus.root / "cases")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -151,7 +168,85 @@ def check(case: Case, command: str, corpus: Corpus, tmp_path: Path, capsys: pyte
     if code != 0 and expected != "partial":
         for path in outputs:
             assert not path.exists() or path.is_dir() and not any(path.iterdir()), f"{where}\n{path} left behind"
+    output_check = OUTPUT_CHECKS.get(case.name)
+    if output_check is not None and command in ("render", "aus"):
+        output_check(case, command, outputs[0], " ".join(text.split()))
     RESULTS[(case.name, command)] = "ok" if code == 0 else f"exit {code}"
+
+
+# ------------------------------------------------------------------------------------------ output checks
+FRAME = 1 / 30  # the sample clips' frame interval
+
+
+def _aus_times(table: Path) -> list[tuple[int, float]]:
+    with table.open(newline="") as handle:
+        return [(int(row["frame"]), float(row["time_s"])) for row in csv.DictReader(handle)]
+
+
+def _keeps_timing(case: Case, command: str, dest: Path, text: str) -> None:
+    """Every frame at its input time (aus: its ``time_s``), and the sound where it was: within half a frame."""
+    want = frame_times(case.fspath)
+    if command == "aus":
+        rows = _aus_times(dest)
+        assert len(rows) > len(want) // 2, f"{case.name}: {len(rows)} rows for {len(want)} frames"
+        assert max(abs(time - want[frame]) for frame, time in rows) < 0.5 * FRAME, rows
+        return
+    got = frame_times(dest)
+    assert len(got) == len(want), f"{case.name}: {len(got)} frames out of {len(want)}"
+    assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 0.5 * FRAME, (want, got)
+    sound_in, sound_out = audio_span(case.fspath), audio_span(dest)
+    assert sound_in is not None and sound_out is not None, f"{case.name}: the sound was lost"
+    assert abs((got[0] - sound_out[0]) - (want[0] - sound_in[0])) < 0.5 * FRAME, (want[0], sound_in, got[0], sound_out)
+
+
+def _keeps_sar_and_colour(case: Case, command: str, dest: Path, text: str) -> None:
+    if command == "render":
+        line = video_summary(dest)
+        assert "480x360 [SAR 4:3 DAR 16:9]" in line and "bt709" in line and "unknown" not in line, line
+
+
+def _pads_odd_size(case: Case, command: str, dest: Path, text: str) -> None:
+    if command == "render":
+        assert "642x362" in video_summary(dest) and "641x361 padded to 642x362" in text, (video_summary(dest), text)
+
+
+def _says_audio_cut(case: Case, command: str, dest: Path, text: str) -> None:
+    assert re.search(r"audio cut at the video's end: 1\.\d\d s of its 2\.4\d s kept", text), text
+    span = audio_span(dest)
+    assert span is not None and span[1] < 1 + 2 * FRAME, span
+
+
+def _writes_every_frame(case: Case, command: str, dest: Path, text: str) -> None:
+    assert len(frame_times(dest)) == len(frame_times(case.fspath)), video_summary(dest)
+    if dest.suffix == ".gif":
+        assert "no sound" in text, text
+    else:
+        assert audio_span(dest) is not None, f"{dest.name} lost the sound"
+
+
+def _lists_the_formats(case: Case, command: str, dest: Path, text: str) -> None:
+    assert "name the output .mp4, .m4v, .mov, .mkv, .webm, .avi or .gif" in text, text
+
+
+def _removes_stale_partial(case: Case, command: str, dest: Path, text: str) -> None:
+    (name, _), = case.prior
+    assert f"removed 1 partial file of an interrupted earlier run ({name})" in text, text
+    assert not (dest.parent / name).exists()
+
+
+OUTPUT_CHECKS: dict[str, Callable[[Case, str, Path, str], None]] = {
+    "video-start-offset": _keeps_timing,
+    "video-variable-rate": _keeps_timing,
+    "video-sar-bt709": _keeps_sar_and_colour,
+    "video-odd-size": _pads_odd_size,
+    "video-audio-longer": _says_audio_cut,
+    "video-output-gif": _writes_every_frame,
+    "video-output-webm": _writes_every_frame,
+    "video-output-avi": _writes_every_frame,
+    "video-output-flv": _lists_the_formats,
+    "video-stale-partial": _removes_stale_partial,
+}
+"""(case, command, the output path, the command's output on one line) -> assertions on what was written."""
 
 
 # ------------------------------------------------------------------------------------------ selection
@@ -160,7 +255,8 @@ def check(case: Case, command: str, corpus: Corpus, tmp_path: Path, capsys: pyte
 EXPENSIVE = {"png-16bit-grey", "cmyk-jpeg", "rgba-png", "greyscale-jpeg", "palette-png", "exif-rotated",
              "animated-gif", "thirty-faces", "png-named-jpg", "non-utf8-name", "mixed-folder", "video-no-face",
              "video-truncated", "dataset-extra-header-column", "jpeg-named-heic", "small-face-large-photo",
-             "weights-train-checkpoint", "weights-run-folder"}
+             "weights-train-checkpoint", "weights-run-folder", "video-start-offset", "video-variable-rate",
+             "video-sar-bt709", "video-odd-size"}
 CHEAP_COMMANDS_FOR_EXPENSIVE = {"edit", "aus", "render", "train", "eval"}
 
 
@@ -176,7 +272,7 @@ def _pairs(corpus_cases: list[Case], *, slow: bool) -> list[tuple[str, str]]:
 
 def _case_list() -> list[Case]:
     """The case list without writing any file: names and kinds only (build_corpus on a dry folder)."""
-    from badinputs import _au_cases
+    from badinputs import RENDER_ONLY, _au_cases
 
     names = {
         "image": ["empty-file", "text-as-jpg", "truncated-jpeg", "truncated-png", "png-16bit-grey", "cmyk-jpeg",
@@ -186,7 +282,9 @@ def _case_list() -> list[Case]:
                   "missing-file", "folder-named-jpg", "non-utf8-name"],
         "folder": ["mixed-folder", "empty-folder", "folder-all-bad"],
         "video": ["video-random-bytes", "video-empty-file", "video-text", "video-truncated", "video-audio-only",
-                  "video-missing", "video-no-face"],
+                  "video-missing", "video-no-face", "video-start-offset", "video-variable-rate", "video-sar-bt709",
+                  "video-odd-size", "video-audio-longer", "video-output-gif", "video-output-webm",
+                  "video-output-avi", "video-output-flv", "video-stale-partial"],
         "weights": ["weights-truncated", "weights-empty", "weights-pickle-disguised", "weights-plain-pickle",
                     "weights-header-lies", "weights-other-preset", "weights-no-metadata", "weights-missing",
                     "weights-train-checkpoint", "weights-run-folder"],
@@ -195,7 +293,8 @@ def _case_list() -> list[Case]:
                     "dataset-missing-image", "dataset-corrupt-image", "dataset-binary-csv",
                     "dataset-missing-folder"],
     }
-    cases = [Case(name, kind, "error") for kind, items in names.items() for name in items]
+    cases = [Case(name, kind, "error", only=("render",) if name in RENDER_ONLY else ())
+             for kind, items in names.items() for name in items]
     return cases + _au_cases()
 
 
@@ -216,8 +315,29 @@ def test_bad_input_exhaustive(name: str, command: str, corpus: Corpus, tmp_path:
 
 # ------------------------------------------------------------------------------------------ specifics
 def test_case_list_matches_the_corpus(corpus: Corpus) -> None:
-    """The parametrised names above are exactly the cases the generator builds."""
-    assert sorted(c.name for c in corpus.cases) == sorted(c.name for c in _case_list())
+    """The parametrised names and subcommands above are exactly the cases the generator builds."""
+    assert sorted((c.name, c.commands()) for c in corpus.cases) == sorted((c.name, c.commands()) for c in _case_list())
+
+
+def test_real_media_videos_are_what_they_claim(corpus: Corpus) -> None:
+    """The clips the timing and geometry cases render really have the property the output check looks for."""
+    offset = corpus.by_name("video-start-offset").fspath
+    sound = audio_span(offset)
+    assert frame_times(offset)[0] == pytest.approx(0.84, abs=1e-3)
+    assert sound is not None and sound[0] == pytest.approx(0, abs=0.03)  # AAC's priming samples start just before 0
+    times = frame_times(corpus.by_name("video-variable-rate").fspath)
+    gaps = [b - a for a, b in zip(times[:-1], times[1:], strict=True)]
+    assert gaps[:45] == pytest.approx([FRAME] * 45, abs=1e-3) and gaps[45:] == pytest.approx([3 * FRAME] * 4, abs=1e-3)
+    line = video_summary(corpus.by_name("video-sar-bt709").fspath)
+    assert "yuv420p(tv, bt709, progressive), 480x360 [SAR 4:3 DAR 16:9]" in line, line
+    assert "641x361" in video_summary(corpus.by_name("video-odd-size").fspath)
+    long_audio = corpus.by_name("video-audio-longer").fspath
+    assert frame_times(long_audio)[-1] < 1 and audio_span(long_audio)[1] > 2.3
+    (name, data), = corpus.by_name("video-stale-partial").prior
+    pid = int(name.split("-")[2])
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # its writer is gone
+    assert 0 < len(data) < os.path.getsize(corpus.by_name("video-stale-partial").fspath)
 
 
 def test_bomb_is_refused_before_decoding(corpus: Corpus, capsys) -> None:
