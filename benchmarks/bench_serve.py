@@ -10,6 +10,7 @@ What is measured, all in one run:
 2. per update, in-process: what one slider change costs on the server (``PhotoSession.render``
    with the faces cached at upload: the model and the paste-back at full resolution, then the
    face view and the preview), median and spread over ``--updates`` different AU12 values;
+   at torch's default threads and at 1 (two threads on two busy cores can be several times slower);
 3. per update, in a real browser (chromium + playwright, where installed): from typing a new AU12
    value to the page's status line showing it rendered (HTTP, queue, JPEG encode and display
    included), and the server's resident memory after the upload and after 10 and ``--updates``
@@ -78,7 +79,11 @@ def summary(seconds: list[float]) -> str:
             f"p90 {ms[int(0.9 * (len(ms) - 1))]:.0f}, n={len(ms)})")
 
 
-def in_process(photo: Path, updates: int) -> None:
+def in_process(photo: Path, updates: int, threads: list[int]) -> None:
+    import warnings
+
+    import torch
+
     from fgfem.editor import Editor
     from fgfem.serve.session import EditState, UploadLimits, open_upload
     from fgfem.serve.views import face_view, preview
@@ -90,21 +95,24 @@ def in_process(photo: Path, updates: int) -> None:
     opened = time.perf_counter()
     print(f"in-process: model load {loaded - start:.2f} s, upload (decode, detect, landmarks, AUs) "
           f"{opened - loaded:.2f} s, photo {session.rgb.shape[1]}x{session.rgb.shape[0]}")
-    times, render_only = [], []
-    for i in range(updates + 1):
-        values = [0.0] * NUM_AUS
-        values[au_index(12)] = 0.05 * (i % 50 + 1)
-        state = EditState.from_controls(values, 1.0, "largest")
-        tick = time.perf_counter()
-        image = session.render(editor, state)
-        rendered = time.perf_counter()
-        face_view(image, session.faces_for(editor, "largest"))
-        preview(image)
-        if i:  # the first update warms the model up
-            times.append(time.perf_counter() - tick)
-            render_only.append(rendered - tick)
-    print(f"  per update, model + paste-back:        {summary(render_only)}")
-    print(f"  per update, + face view and preview:   {summary(times)}")
+    warnings.simplefilter("ignore")  # the rig's "geometry limited" notes: the page shows them, not timed here
+    for count in threads:
+        torch.set_num_threads(count)
+        times, render_only = [], []
+        for i in range(updates + 1):
+            values = [0.0] * NUM_AUS
+            values[au_index(12)] = 0.05 * (i % 50 + 1) + 0.01 * count  # a new state: never a cached render
+            state = EditState.from_controls(values, 1.0, "largest")
+            tick = time.perf_counter()
+            image = session.render(editor, state)
+            rendered = time.perf_counter()
+            face_view(image, session.faces_for(editor, "largest"))
+            preview(image)
+            if i:  # the first update warms the model up
+                times.append(time.perf_counter() - tick)
+                render_only.append(rendered - tick)
+        print(f"  {count} torch thread(s), per update, model + paste-back: {summary(render_only)}")
+        print(f"  {count} torch thread(s), + face view and preview:       {summary(times)}")
 
 
 def free_port() -> int:
@@ -197,13 +205,17 @@ def in_browser(photo: Path, updates: int, folder: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--updates", type=int, default=50, help="slider changes to time (default 50)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[0, 1],
+                        help="torch threads for the in-process rows (0: torch's default; default: 0 1)")
     parser.add_argument("--no-browser", action="store_true", help="skip the start-up and browser measurements")
     args = parser.parse_args()
     print(cpu_line())
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         folder = Path(tmp)
         photo = make_photo(folder)
-        in_process(photo, args.updates)
+        import torch
+
+        in_process(photo, args.updates, [count or torch.get_num_threads() for count in args.threads])
         if args.no_browser:
             return 0
         try:

@@ -148,3 +148,20 @@ def test_store_keeps_the_newest_sessions(tiny_editor, photo: Path) -> None:
     tokens = [store.add(open_upload(tiny_editor, photo, photo.name, UploadLimits())) for _ in range(3)]
     assert len(store) == 2 and store.get(tokens[0]) is None and store.get(tokens[2]) is not None
     assert store.get(None) is None and store.get("forged") is None
+
+
+def test_editor_warnings_reach_the_page_not_the_server_log(tiny_editor, photo: Path, monkeypatch) -> None:
+    import warnings
+
+    session = open_upload(tiny_editor, photo, photo.name, UploadLimits())
+    real = tiny_editor.edit_image
+
+    def warning_edit(*args, **kwargs):
+        warnings.warn("the geometry of this edit was limited", UserWarning, stacklevel=2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_editor, "edit_image", warning_edit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing escapes to the server's stderr
+        session.render(tiny_editor, state(AU12=2.0))
+    assert session.last_warnings == ["the geometry of this edit was limited"]

@@ -136,6 +136,7 @@ class PhotoSession:
     last_key: EditState | None = None
     last_image: np.ndarray | None = None
     last_seconds: float = 0.0
+    last_warnings: list[str] = field(default_factory=list)  # what the editor warned of (e.g. limited geometry)
     files: list[Path] = field(default_factory=list)
 
     @property
@@ -173,7 +174,10 @@ class PhotoSession:
             return self.last_image
         start = time.perf_counter()
         faces = self.faces_for(editor, state.face)
-        image = editor.edit_image(self.rgb, state.edits(), intensities=[state.intensity], faces=faces).images[0]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            image = editor.edit_image(self.rgb, state.edits(), intensities=[state.intensity], faces=faces).images[0]
+        self.last_warnings = list(dict.fromkeys(str(w.message) for w in caught))
         self.last_seconds = time.perf_counter() - start
         self.last_key, self.last_image = state, image
         self.renders += 1
