@@ -15,7 +15,8 @@ by round so that the neighbours' load hits all of them alike (median of ``--roun
 - ``pipelined``: ``pipeline=True`` (the default of ``fgfem render``).
 
 fps is frames per second of the render loop, as ``fgfem render`` prints it (after the probe that
-counts the frames); ``wall s`` is the whole call. ``cpu s`` adds the ffmpeg children's CPU time;
+counts the frames); ``wall s`` is the whole call. "vs sequential" is the median of each round's own ratio
+(both rows under that round's load), rows taking turns first (ABBA). ``cpu s`` adds the ffmpeg children's CPU time;
 ``peak MB`` is the highest resident size sampled during the row (the editor is loaded before).
 
 Run: ``FGFEM_SHARED=../shared python benchmarks/bench_render.py [--frames 144] [--rounds 3]``.
@@ -48,6 +49,8 @@ from fgfem.paths import find_default_weights, shared_dir
 from fgfem.pipeline import default_compute_threads, limited_threads
 from fgfem.render import render_video
 from fgfem.video import DEFAULT_X264_PRESET, VideoWriter, ffmpeg_exe, open_frames, probe_video
+
+BASELINE = "sequential (before the pipeline)"
 
 
 @dataclass
@@ -171,7 +174,7 @@ def main() -> None:
         rows: dict[str, Callable[[], tuple[int, float | None]]] = {
             "ffmpeg decode + x264 (floor)": lambda: ffmpeg_floor(clip, out, frames),
             "fgfem I/O only (no edit)": lambda: io_only(clip, out),
-            "sequential (before the pipeline)": lambda: render(editor, clip, out, args.batch, pipeline=False),
+            BASELINE: lambda: render(editor, clip, out, args.batch, pipeline=False),
             f"sequential, 1 BLAS + {threads} torch thread(s)": lambda: render(editor, clip, out, args.batch,
                                                                             pipeline=False, limit=threads),
             "pipelined (fgfem render)": lambda: render(editor, clip, out, args.batch, pipeline=True,
@@ -180,23 +183,27 @@ def main() -> None:
         render(editor, clip, out, args.batch, pipeline=True, threads=threads)  # warm-up: first-use costs
         samples: dict[str, list[Sample]] = defaultdict(list)
         for round_index in range(args.rounds):
-            for name, run in rows.items():
+            order = list(rows.items())
+            for name, run in order if round_index % 2 == 0 else reversed(order):  # ABBA: no row always first
                 samples[name].append(timed(run))
             console.print(f"round {round_index + 1}/{args.rounds} done, load {os.getloadavg()[0]:.1f}")
     print_table(console, samples, frames)
 
 
 def print_table(console: Console, samples: dict[str, list[Sample]], frames: int) -> None:
+    """Medians over rounds; "vs sequential" is the median of each round's own ratio (both rows under that
+    round's load), with its range across rounds."""
     table = Table(title=f"render of {frames} frames of 720p (median of {len(next(iter(samples.values())))} rounds)")
-    for column in ("row", "fps", "wall s", "cpu s", "peak MB", "vs sequential", "fps spread"):
+    for column in ("row", "fps", "fps range", "wall s", "cpu s", "peak MB", "vs sequential", "ratio range"):
         table.add_column(column, justify="left" if column == "row" else "right")
-    baseline = statistics.median(s.fps for s in samples["sequential (before the pipeline)"])
+    baseline = [s.fps for s in samples[BASELINE]]
     for name, runs in samples.items():
         fps = [s.fps for s in runs]
-        median = statistics.median(fps)
-        table.add_row(name, f"{median:.2f}", f"{statistics.median(s.wall for s in runs):.1f}",
-                      f"{statistics.median(s.cpu for s in runs):.1f}", f"{max(s.peak_mb for s in runs):.0f}",
-                      f"{median / baseline:.2f}x", f"{min(fps):.2f}-{max(fps):.2f}")
+        ratios = [f / b for f, b in zip(fps, baseline, strict=True)]
+        table.add_row(name, f"{statistics.median(fps):.2f}", f"{min(fps):.2f}-{max(fps):.2f}",
+                      f"{statistics.median(s.wall for s in runs):.1f}", f"{statistics.median(s.cpu for s in runs):.1f}",
+                      f"{max(s.peak_mb for s in runs):.0f}", f"{statistics.median(ratios):.2f}x",
+                      f"{min(ratios):.2f}-{max(ratios):.2f}x")
     console.print(table)
     console.print(f"load average after {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
