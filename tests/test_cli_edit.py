@@ -105,8 +105,8 @@ def test_folder_skips_bad_files_and_reports(samples: Path, weights: Path, tmp_pa
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((), "--au or --target"),
-        (("--au", "12=+1", "--target", "x.jpg"), "only one"),
+        ((), "give --au, --expression or --target"),
+        (("--au", "12=+1", "--target", "x.jpg"), "give --target alone"),
         (("--au", "99=+1"), "unknown action unit"),
         (("--au", "12=+1", "--mode", "paste"), "--mode"),
     ],
