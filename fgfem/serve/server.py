@@ -85,12 +85,13 @@ def is_loopback(host: str) -> bool:
 
 
 def example_photos() -> dict[str, Path]:
-    """The repository's example photos (a source checkout has them; a wheel does not)."""
+    """The example photos: a source checkout's ``examples/``, or the copy an install puts in ``share/fgfem``."""
     from fgfem.media import is_image
     from fgfem.paths import SOURCE_ROOT
 
-    folder = SOURCE_ROOT / "examples"
-    if not folder.is_dir():
+    candidates = (SOURCE_ROOT / "examples", Path(sys.prefix) / "share" / "fgfem" / "examples")
+    folder = next((c for c in candidates if c.is_dir()), None)
+    if folder is None:
         return {}
     return {path.name: path for path in sorted(folder.iterdir()) if path.is_file() and is_image(path)}
 
