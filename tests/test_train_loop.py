@@ -95,6 +95,25 @@ def test_export_in_half_precision(short_run, tmp_path: Path) -> None:
         export_generator(short_run.run_dir, tmp_path / "x.safetensors", dtype="int8")
 
 
+def test_export_carries_the_shipped_rig_unless_asked_not_to(short_run, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fgfem.cli import app
+    from fgfem.paths import find_default_weights
+    from fgfem.rig.model import load_rig
+
+    shipped = find_default_weights()
+    if shipped is None or load_rig(shipped) is None:
+        pytest.skip("the shipped weights with their rig are absent in this checkout")
+    runner = CliRunner()
+    with_rig, without = tmp_path / "with.safetensors", tmp_path / "without.safetensors"
+    assert runner.invoke(app, ["export", str(short_run.run_dir), "-o", str(with_rig)]).exit_code == 0
+    assert runner.invoke(app, ["export", str(short_run.run_dir), "-o", str(without), "--no-rig"]).exit_code == 0
+    assert load_rig(without) is None
+    exported = load_rig(with_rig)
+    assert exported is not None and (exported.patterns == load_rig(shipped).patterns).all()
+
+
 def test_corrupt_checkpoint_is_refused(short_run, tmp_path: Path) -> None:
     damaged = tmp_path / "step-00000012.safetensors"
     data = bytearray(latest_checkpoint(short_run.run_dir).read_bytes())

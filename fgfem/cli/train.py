@@ -121,6 +121,9 @@ def export(
     output: Path | None = typer.Option(None, "--output", "-o", help="Default RUN/generator.safetensors."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
     dtype: str = typer.Option("float32", "--dtype", help="Storage: float32, float16 (half the size) or bfloat16."),
+    rig: bool = typer.Option(True, "--rig/--no-rig",
+                             help="Put the shipped model's AU rig into the file, so its edits are geometry first "
+                                  "(the rig does not depend on the generator)."),
 ) -> None:
     """Export a run's latest generator as a .safetensors weights file with its training summary.
 
@@ -129,4 +132,15 @@ def export(
     from fgfem.train import export_generator
 
     path = export_generator(run, output, force=force, dtype=dtype)
-    console.print(f"wrote {escape(str(path))}")
+    note = ""
+    if rig:
+        from fgfem.paths import find_default_weights
+        from fgfem.rig.model import load_rig
+        from fgfem.rig.store import put_rig
+
+        shipped = find_default_weights()
+        found = load_rig(shipped) if shipped is not None else None
+        if found is not None:
+            put_rig(path, found)
+            note = " with the shipped AU rig (--no-rig leaves it out)"
+    console.print(f"wrote {escape(str(path))}{note}")
