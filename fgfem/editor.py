@@ -492,7 +492,7 @@ def edit_file(
 
     Existing outputs are refused (before any work is done) unless ``force``.
     """
-    from fgfem.animation import side_by_side
+    from fgfem.layout import side_by_side
     from fgfem.media import check_writable, load_image, save_image
 
     check_writable(out, force=force)

@@ -10,19 +10,16 @@ import pytest
 
 from fgfem.animation import (
     Frame,
-    face_view_box,
     format_intensity,
-    grid,
     intensity_schedule,
     interpolation_frames,
-    labelled_cell,
     parse_steps,
     save_animation,
     step_label,
-    strip,
 )
 from fgfem.aus import parse_au_specs
 from fgfem.errors import FgfemError
+from fgfem.layout import face_view_box, grid, labelled_cell, strip
 
 # ---------------------------------------------------------------------- pure layout and schedules
 
@@ -100,7 +97,7 @@ def test_frame_zero_is_the_zero_edit_reconstruction(editor, photo) -> None:
     # Delta paste-back: zero change = the photo itself, so the view is a crop of the original.
     result = editor.edit_image(photo, parse_au_specs(["12=+2"]), intensities=[0.0])
     assert np.array_equal(result.images[0], photo)
-    from fgfem.animation import crop_view
+    from fgfem.layout import crop_view
 
     box = face_view_box(result.faces[0].landmarks, photo.shape)
     assert np.array_equal(frames[0].rgb, crop_view(photo, box, 128))

@@ -223,7 +223,8 @@ class PhotoSession:
 
     def write_sweep(self, editor: Editor, state: EditState, folder: Path) -> Path:
         """A looping GIF from intensity 0 to the current one and back, around the first chosen face."""
-        from fgfem.animation import Frame, crop_view, face_view_box, intensity_schedule, save_animation, step_label
+        from fgfem.animation import Frame, intensity_schedule, save_animation, step_label
+        from fgfem.layout import crop_view, face_view_box
 
         schedule = intensity_schedule([0.0, state.intensity], frames=SWEEP_FRAMES, boomerang=True)
         unique = sorted(set(schedule))

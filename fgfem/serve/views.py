@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw
 
-from fgfem.animation import crop_view, face_view_box, fit_within, label_font
 from fgfem.aus import ACTION_UNITS
+from fgfem.layout import crop_view, face_view_box, fit_within, label_font
 
 if TYPE_CHECKING:
     from fgfem.prep.faces import Face
