@@ -30,6 +30,7 @@ from fgfem.aus import AU_SCALE, NUM_AUS, AUEdit, relative_vector
 from fgfem.devices import DeviceChoice, resolve_device
 from fgfem.errors import FgfemError, NoFaceError
 from fgfem.perf import FastGenerator, choose_plan
+from fgfem.tensor_images import to_uint8 as to_uint8_images
 
 if TYPE_CHECKING:
     from fgfem.prep.align import AlignedBatch
@@ -85,12 +86,6 @@ def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise FgfemError(f"--mode {mode!r}: choose delta (paste the change, keeps photo detail) or crop")
     return mode
-
-
-def to_uint8_images(batch: torch.Tensor) -> np.ndarray:
-    """B x 3 x s x s in [-1, 1] -> B x s x s x 3 uint8 (what people look at)."""
-    scaled = ((batch.detach().float().clamp(-1, 1) + 1) * 127.5).round()
-    return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def as_tensor(crops: Any, device: torch.device) -> torch.Tensor:

@@ -11,3 +11,9 @@ class FgfemError(Exception):
 
 class NoFaceError(FgfemError):
     """No face was found where one was required."""
+
+
+def first_line(problem: BaseException) -> str:
+    """The first line of an exception's text (its type name when empty), for one-line messages."""
+    text = str(problem).strip()
+    return text.splitlines()[0] if text else type(problem).__name__

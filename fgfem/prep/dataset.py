@@ -24,6 +24,7 @@ from fgfem import __version__
 from fgfem.atomic import atomic_path, write_text
 from fgfem.aus import NUM_AUS
 from fgfem.errors import FgfemError
+from fgfem.tensor_images import to_uint8
 
 JOURNAL_NAME = ".prep-journal.jsonl"
 DATASET_FORMAT = "fgfem-dataset"
@@ -211,7 +212,7 @@ class FaceCropper:
             if label is None:
                 return PrepUnitResult(source=key, reject="no AU label for this file in --labels")
         aligned = align_faces(rgb, faces, size=self.options.size)
-        crops = ((aligned.crops.clamp(-1, 1) + 1) * 127.5).round().to("cpu").byte().permute(0, 2, 3, 1).numpy()
+        crops = to_uint8(aligned.crops)
         result = PrepUnitResult(source=key)
         for index, (face, crop) in enumerate(zip(faces, crops, strict=True)):
             aus = label if label is not None else estimate_aus(face.landmarks)
