@@ -141,23 +141,13 @@ class Editor:
         **kwargs: Any,
     ) -> Editor:
         """Load the generator from a safetensors file (default: the shipped weights)."""
-        from fgfem.paths import find_default_weights
         from fgfem.rig.model import load_rig
-        from fgfem.weights import load_generator, resolve_weights
+        from fgfem.weights import load_generator, locate_weights
 
-        if path is None:
-            path = find_default_weights()
-            if path is None:
-                raise FgfemError(
-                    "no model weights found: pass --weights FILE.safetensors, set FGFEM_WEIGHTS, "
-                    "or put the trained model at weights/default.safetensors"
-                )
-        path = resolve_weights(Path(path))
-        if not path.is_file():
-            raise FgfemError(f"weights file {path} does not exist")
+        path = locate_weights(path)
         choice = resolve_device(device)
         generator, info = load_generator(path, choice.device)
-        kwargs.setdefault("rig", load_rig(path) if path.is_file() else None)
+        kwargs.setdefault("rig", load_rig(path))
         return cls(generator, image_size=info.cfg.image_size, device=choice, backend=backend,
                    weights_info=info, precision=precision, **kwargs)
 
