@@ -12,7 +12,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fgfem.cli.app import app, console, err_console
-from fgfem.errors import FgfemError
 
 if TYPE_CHECKING:
     from fgfem.evaluate import EvalReport
@@ -64,12 +63,10 @@ def eval_command(
         run_photo_eval(data, weights, aus=aus, intensity=intensity, pairs=pairs, neutral_pairs=neutral_pairs,
                        identity=identity, device=device, out=out, force=force)
         return
-    if out is not None and out.exists() and not force:
-        raise FgfemError(f"{out} exists; pass --force to overwrite it")
     if out is not None:
-        from fgfem.media import check_folder_writable
+        from fgfem.media import check_writable
 
-        check_folder_writable(out.parent)  # before the evaluation, not after it
+        check_writable(out, force=force)  # before the evaluation, not after it
     config = EvalConfig(aus=tuple(a.strip() for a in aus.split(",") if a.strip()), intensity=intensity,
                         batch=batch, identity=identity)
     config.check()

@@ -34,10 +34,10 @@ def convert(
 
     Example: [bold]fgfem weights convert net_epoch_30_id_G.pth weights/paper.safetensors[/]
     """
+    from fgfem.media import check_writable
     from fgfem.weights import convert_reference_checkpoint, describe_weights
 
-    if output.exists() and not force:
-        raise FgfemError(f"{output} exists; pass --force to overwrite it")
+    check_writable(output, force=force)
     if output.resolve() == checkpoint.resolve():
         raise FgfemError("OUTPUT must differ from the checkpoint it is converted from")
     convert_reference_checkpoint(

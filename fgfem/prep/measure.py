@@ -19,6 +19,7 @@ import numpy as np
 from fgfem.atomic import write_text
 from fgfem.aus import AU_CODES
 from fgfem.errors import FgfemError
+from fgfem.media import check_writable
 
 
 @dataclass(frozen=True)
@@ -151,8 +152,7 @@ def records_to_json(records: Sequence[AURecord], low_confidence: Sequence[str]) 
 
 def write_records(records: Sequence[AURecord], out: Path, low_confidence: Sequence[str], *, force: bool) -> None:
     """Write ``.csv`` or ``.json`` atomically; refuse to overwrite without ``force``."""
-    if out.exists() and not force:
-        raise FgfemError(f"{out} exists; pass --force to overwrite it")
+    check_writable(out, force=force)
     suffix = out.suffix.lower()
     if suffix == ".csv":
         write_text(out, records_to_csv(records))
@@ -168,8 +168,7 @@ def plot_curves(records: Sequence[AURecord], out: Path, *, force: bool, codes: S
 
     from fgfem.atomic import atomic_path
 
-    if out.exists() and not force:
-        raise FgfemError(f"{out} exists; pass --force to overwrite it")
+    check_writable(out, force=force)
     if not records:
         raise FgfemError("no face in any frame: nothing to plot")
     codes = list(codes or ("AU01", "AU04", "AU06", "AU12", "AU15", "AU25", "AU26", "AU45"))
