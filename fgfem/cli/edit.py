@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from fgfem.aus import AUEdit
-    from fgfem.editor import Editor, EditResult, EditSpec, FileOutputs
+    from fgfem.edit_files import FileOutputs
+    from fgfem.editor import Editor, EditResult, EditSpec
 
 AU_OPTION = typer.Option(
     None, "--au", "-a",
@@ -108,7 +109,7 @@ PLAIN_NO_FACE = ("no face found in the image (try a larger, frontal, well-lit fa
 def edit_one(editor: Editor, src: Path, dest: Path, spec: EditSpec, **options: object) -> tuple[FileOutputs,
                                                                                                EditResult]:
     """``edit_file``, with a "no face" error that says why."""
-    from fgfem.editor import edit_file
+    from fgfem.edit_files import edit_file
     from fgfem.media import load_image
 
     try:
@@ -146,9 +147,10 @@ def edit(
       [bold]fgfem edit photos/ --au 12=+1.5 --face all -o edited/[/]
     """
     from fgfem.aus import format_edits
-    from fgfem.editor import check_mode, load_target
+    from fgfem.editor import check_mode
     from fgfem.media import check_folder_writable, check_writable, describe_path, iter_image_files, output_path_for
     from fgfem.presets import check_edit_sources, edits_from_options
+    from fgfem.request import load_target
 
     check_edit_sources(au, expression, target)
     edits = edits_from_options(au, expression)

@@ -80,8 +80,9 @@ def interpolate(
         save_animation,
     )
     from fgfem.aus import au_index, check_combined_change
-    from fgfem.editor import check_mode, load_target
+    from fgfem.editor import check_mode
     from fgfem.media import check_writable, describe_path, load_image, save_image
+    from fgfem.request import load_target
 
     check_mode(mode)
     check_fps(fps)

@@ -66,9 +66,10 @@ def render(
       [bold]fgfem render clip.mp4 --driver actor.mp4 -o driven.mp4[/]
     """
     from fgfem.aus import parse_au_specs
-    from fgfem.editor import check_mode, check_one_source, load_target
+    from fgfem.editor import check_mode
     from fgfem.media import check_writable, describe_path, is_video
     from fgfem.render import TrackerConfig, driver_deltas, render_video
+    from fgfem.request import check_one_source, load_target
     from fgfem.video import WRITABLE_SUFFIXES, X264_PRESETS, writable_suffixes_text
 
     check_one_source(au, driver=driver, target=target)
