@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fgfem.errors import FgfemError
+from fgfem.errors import FgfemError, NoFaceError
 from fgfem.layout import crop_view, face_view_box, fit_within, grid, strip
 
 if TYPE_CHECKING:
@@ -186,3 +186,70 @@ def save_animation(frames: Sequence[Frame], out: Path, *, fps: float = 8.0, forc
     else:
         write_mp4(images, out, fps, force=force)
     return out
+
+
+# --------------------------------------------------------------------------- fgfem interpolate
+MAX_FPS = 120.0
+MIN_VIEW, MAX_VIEW = 16, 2048
+GRID_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def check_view(*, fps: float, size: int) -> None:
+    """``--fps`` and ``--size``, refused before the model loads (no player shows a GIF at 0 fps)."""
+    if not (0 < fps <= MAX_FPS):
+        raise FgfemError(f"--fps {fps:g} must be greater than 0 and at most {MAX_FPS:g}")
+    if not MIN_VIEW <= size <= MAX_VIEW:
+        raise FgfemError(f"--size {size} must be between {MIN_VIEW} and {MAX_VIEW} pixels")
+
+
+def sweep_schedule(steps: str | None, *, frames: int | None, boomerang: bool) -> list[float]:
+    """The intensities ``--steps``/``--frames``/``--boomerang`` ask for (default: the paper's five)."""
+    return intensity_schedule(parse_steps(steps) if steps else DEFAULT_STEPS, frames=frames, boomerang=boomerang)
+
+
+def grid_plan(out: Path, grid_aus: str, steps: str | None, *, edit_given: bool) -> tuple[list[str], list[float]]:
+    """The rows (``--grid-aus``) and columns (``--steps``, AU changes) of ``--grid``, checked.
+
+    The grid picks its own single-AU edits, so an ``--au``, ``--expression`` or ``--target``
+    is a mistake, and it is one picture, so the output must be one.
+    """
+    from fgfem.aus import au_index
+
+    if edit_given:
+        raise FgfemError("--grid draws its own rows of AUs (--grid-aus); leave out --au, --expression and --target")
+    if out.suffix.lower() not in GRID_SUFFIXES:
+        raise FgfemError(f"--grid writes a picture: name the output .png (got {out.name})")
+    rows = [part.strip() for part in grid_aus.split(",") if part.strip()]
+    for row in rows:
+        au_index(row)
+    return rows, parse_steps(steps) if steps else list(DEFAULT_GRID_STEPS)
+
+
+def write_grid(editor: Editor, source: Path, out: Path, rows: Sequence[str], columns: Sequence[float], *,
+               face: str = "largest", mode: str = "delta", full: bool = False, size: int = 256,
+               force: bool = False) -> Path:
+    """The paper's AU x change figure of the photo file ``source``, written to ``out``."""
+    from fgfem.media import load_image, save_image
+
+    picture = expression_grid(editor, load_image(source).rgb, rows, columns, face=face, mode=mode, full=full,
+                              size=size)
+    return save_image(None, picture, out, force=force)
+
+
+def write_sweep(editor: Editor, source: Path, out: Path, spec: EditSpec, schedule: Sequence[float], *,
+                face: str = "largest", mode: str = "delta", full: bool = False, size: int = 256, fps: float = 8.0,
+                force: bool = False) -> list[Frame]:
+    """The photo file ``source`` at every intensity of ``schedule``, written as an animation or strip to ``out``.
+
+    A photo without a face says why (rotated, or its faces too small for its size).
+    """
+    from fgfem.media import load_image
+    from fgfem.request import explain_no_face
+
+    rgb = load_image(source).rgb
+    try:
+        frames = interpolation_frames(editor, rgb, spec, schedule, face=face, mode=mode, full=full, size=size)
+    except NoFaceError as problem:
+        raise explain_no_face(problem, editor, lambda: rgb) from None
+    save_animation(frames, out, fps=fps, force=force)
+    return frames

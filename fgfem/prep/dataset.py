@@ -45,6 +45,14 @@ class PrepOptions:
     # the faces. Right for large face collections, where a missed face costs nothing but time matters.
     quick: bool = False
 
+    def check(self) -> PrepOptions:
+        """Refuse what no run can use before any file is read: a crop size the networks cannot take, no worker."""
+        if self.size % 64 or self.size <= 0:
+            raise FgfemError(f"--size {self.size}: use a multiple of 64 (128 or 256)")
+        if self.workers < 1:
+            raise FgfemError("--workers must be at least 1")
+        return self
+
 
 @dataclass
 class PrepUnitResult:

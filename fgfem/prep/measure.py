@@ -125,6 +125,52 @@ def measure_video(
         )
 
 
+Steps = Callable[[str, int, "int | None"], None]
+"""Progress of ``measure_source``: what is counted ("frames" or "photos"), how many so far, of how many."""
+
+
+def check_measure(source: Path, out: Path | None, plot: Path | None, *, force: bool) -> None:
+    """What ``fgfem aus`` refuses before it measures: a missing input, outputs it may not write, --plot of photos."""
+    from fgfem.media import describe_path, is_video
+
+    if not source.exists():
+        raise FgfemError(f"input not found: {describe_path(source)}")
+    for target in (out, plot):
+        if target is not None:
+            check_writable(target, force=force)  # before the measuring: exists, or a read-only folder
+    if plot is not None and not (source.is_file() and is_video(source)):
+        raise FgfemError("--plot draws AU curves over time and needs a video")
+
+
+def measure_source(source: Path, backend: object, which: str = "all", *,
+                   on_step: Steps | None = None) -> tuple[list[AURecord], list[Skipped]]:
+    """AUs of a photo, a folder of photos or a video; an error when no face is found anywhere in it.
+
+    A video gives one record per frame with a face (the largest). Photos that cannot be read
+    or show no face are skipped with the reason, unless every one is (then the reason is the error).
+    """
+    from fgfem.media import describe_path, is_video, iter_image_files
+
+    step = on_step or (lambda _what, _done, _total: None)
+    if source.is_file() and is_video(source):
+        records = list(measure_video(source, backend, on_frame=lambda index: step("frames", index + 1, None)))
+        if not records:
+            raise FgfemError(f"no face found in any frame of {describe_path(source)}")
+        return records, []
+    paths = iter_image_files(source)
+    started = 0
+
+    def on_file(_path: Path) -> None:
+        nonlocal started
+        started += 1
+        step("photos", started, len(paths))
+
+    records, skipped = measure_paths(paths, backend, which, on_file=on_file)
+    if not records:
+        raise FgfemError(skipped[0].reason if len(skipped) == 1 else f"no face in any of {len(paths)} files")
+    return records, skipped
+
+
 def records_to_csv(records: Sequence[AURecord]) -> str:
     """CSV text; file names that are not UTF-8 are written \\xNN-escaped so the file stays valid UTF-8."""
     from fgfem.media import describe_path

@@ -84,6 +84,19 @@ def is_loopback(host: str) -> bool:
     return host.strip().lower() in LOOPBACK
 
 
+def upload_limits(*, port: int, max_upload_mb: float, max_megapixels: float) -> UploadLimits:
+    """What ``fgfem serve`` refuses before the model loads (no gradio, a port or a cap out of range); the caps."""
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise FgfemError('fgfem serve needs gradio: pip install "fgfem[app]" (or pip install gradio)')
+    if not 0 < port <= 65535:
+        raise FgfemError(f"--port {port}: give a TCP port between 1 and 65535")
+    if not (0 < max_upload_mb <= 1024 and 0 < max_megapixels <= 500):
+        raise FgfemError("--max-upload-mb must be within 0-1024 and --max-megapixels within 0-500")
+    return UploadLimits(max_bytes=int(max_upload_mb * 2**20), max_pixels=int(max_megapixels * 1e6))
+
+
 def example_photos() -> dict[str, Path]:
     """The example photos: a source checkout's ``examples/``, or the copy an install puts in ``share/fgfem``."""
     from fgfem.media import is_image
