@@ -7,6 +7,7 @@ always says which networks it fits; nothing about the architecture is guessed la
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,18 +101,26 @@ class NetConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NetConfig:
         """Rebuild a config read from a file; unknown or missing fields are an error, not a guess."""
-        if not isinstance(data, dict):
-            raise FgfemError(f"network config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FgfemError(
-                f"network config has unknown fields {unknown}; it was written by a newer fgfem: upgrade fgfem"
-            )
+        known_fields(data, (f.name for f in dataclasses.fields(cls)), "network config")
         missing = [name for name in ("name", "conv_dim", "critic_dim") if name not in data]
         if missing:
             raise FgfemError(f"network config lacks the fields {missing}")
         return cls(**data)
+
+
+def known_fields(data: Any, known: Iterable[str], what: str) -> dict[str, Any]:
+    """``data`` if it is a JSON object whose keys all are in ``known``, else one line saying what is wrong.
+
+    Every config read back from a file (networks here, training in ``fgfem.train.config``) goes
+    through this: an unknown key means a newer fgfem (or a typo) wrote it, and guessing what it
+    meant would load or train something other than what was asked for.
+    """
+    if not isinstance(data, dict):
+        raise FgfemError(f"{what} must be a JSON object, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise FgfemError(f"{what} has unknown fields {unknown}; was it written by a newer fgfem? (then upgrade fgfem)")
+    return data
 
 
 PRESETS: dict[str, NetConfig] = {
