@@ -19,6 +19,7 @@ from fgfem.train import TrainConfig, export_generator, read_metrics, train
 from fgfem.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from fgfem.train.losses import CriticLoss, GeneratorLoss, changed_au_error, total_variation
 from fgfem.train.preview import PREVIEW_EDITS
+from fgfem.train.terms import ChangedAUCondition
 
 TINY = {"preset": "lite", "conv_dim": 8, "critic_dim": 8, "image_size": 64, "batch": 4}
 # The paper's topology at the same tiny widths: its generator must first learn to copy faces.
@@ -173,7 +174,8 @@ def test_gradient_penalty_and_losses_on_known_critics() -> None:
 
 def test_config_json_is_written(short_run) -> None:
     stored = json.loads((short_run.run_dir / "config.json").read_text())
-    assert stored["train"]["batch"] == 4 and stored["net"]["conv_dim"] == 8 and stored["data"]["layout"] == "fgfem"
+    assert stored["train"]["data"]["batch"] == 4 and stored["net"]["conv_dim"] == 8
+    assert stored["data"]["layout"] == "fgfem"
 
 
 def test_exported_config_keeps_no_machine_paths() -> None:
@@ -191,7 +193,7 @@ def test_decay_epochs_option_sets_the_schedule(tiny_train_data: Path, tmp_path: 
             "--batch", "4", "--lr", "0.001", "--epochs", "1", "--max-steps", "1", "--preview-every", "100", "--quiet"]
     assert cli_run([*args, "--run", str(tmp_path / "flat"), "--decay-epochs", "0"]) == 0
     config = json.loads((tmp_path / "flat" / "config.json").read_text())["train"]
-    assert config["decay_epochs"] == 0
+    assert config["optim"]["decay_epochs"] == 0
     assert [row["lr_g"] for row in read_metrics(tmp_path / "flat")] == [pytest.approx(1e-3)]
     # Default (20 decay epochs of 1): the only epoch already runs at the final rate.
     assert cli_run([*args, "--run", str(tmp_path / "decayed")]) == 0
@@ -202,19 +204,25 @@ def test_decay_epochs_option_sets_the_schedule(tiny_train_data: Path, tmp_path: 
     assert "--decay-epochs" in err and "Traceback" not in err
 
 
-def test_single_au_targets_options_reach_the_run(tiny_train_data: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture) -> None:
-    """--single-au-targets / --single-au-change are kept in the run's config (so --resume keeps them)."""
+def test_single_au_targets_left_the_command_line_but_reach_the_run(tiny_train_data: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """--single-au-targets / --single-au-change (a tried experiment) are refused with a pointer to --set, which
+    still sets them and keeps them in the run's config (so --resume keeps them)."""
     args = ["train", str(tiny_train_data), "--preset", "lite", "--conv-dim", "8", "--critic-dim", "8", "--size", "64",
             "--batch", "4", "--epochs", "1", "--max-steps", "1", "--preview-every", "100", "--quiet"]
-    assert cli_run([*args, "--run", str(tmp_path / "single"), "--single-au-targets", "0.5",
-                    "--single-au-change", "1.5"]) == 0
+    for flag, key in (("--single-au-targets", "single_au_targets"), ("--single-au-change", "single_au_change")):
+        assert cli_run([*args, "--run", str(tmp_path / "refused"), flag, "0.5"]) == 1
+        err = capsys.readouterr().err
+        assert f"{flag} is no longer an option" in err and f"--set {key}=0.5" in err and "MODEL_CARD" in err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "refused").exists()
+    assert cli_run([*args, "--run", str(tmp_path / "single"), "--set", "single_au_targets=0.5",
+                    "--set", "single_au_change=1.5"]) == 0
     config = json.loads((tmp_path / "single" / "config.json").read_text())["train"]
-    assert config["single_au_targets"] == 0.5 and config["single_au_change"] == 1.5
+    assert config["data"]["single_au_targets"] == 0.5 and config["data"]["single_au_change"] == 1.5
     capsys.readouterr()
-    assert cli_run([*args, "--run", str(tmp_path / "bad"), "--single-au-targets", "2"]) == 1
+    assert cli_run([*args, "--run", str(tmp_path / "bad"), "--set", "single_au_targets=2"]) == 1
     err = capsys.readouterr().err
-    assert "--single-au-targets" in err and "Traceback" not in err
+    assert "single_au_targets" in err and "Traceback" not in err
 
 
 def test_changed_au_error_weighs_the_aus_a_target_moves() -> None:
@@ -246,22 +254,27 @@ def test_changed_au_term_joins_the_generator_loss_only_when_asked() -> None:
     fake = generator(real, rel)
     plain_total, plain = GeneratorLoss()(generator, critic, real, fake, rel, target)
     assert "g_cond_changed" not in plain
-    total, terms = GeneratorLoss(lambda_cond_changed=50.0)(generator, critic, real, fake, rel, target)
+    total, terms = GeneratorLoss(extra=[ChangedAUCondition(50.0)])(generator, critic, real, fake, rel, target)
     _, pred = critic(fake)
     assert float(terms["g_cond_changed"]) == pytest.approx(float((pred[:, 1] - 0.3).square().mean()))
     assert float(total) == pytest.approx(float(plain_total + 50.0 * terms["g_cond_changed"]), rel=1e-6)
 
 
-def test_lambda_cond_changed_option_reaches_the_run(tiny_train_data: Path, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture) -> None:
-    """--lambda-cond-changed is kept in the run's config and logged; a negative value is a one-line error."""
+def test_lambda_cond_changed_left_the_command_line_but_reaches_the_run(tiny_train_data: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """--lambda-cond-changed (a tried experiment) is refused with a pointer to --set; --set lambda_cond_changed
+    is kept in the run's config and logged; a negative value is a one-line error."""
     args = ["train", str(tiny_train_data), "--preset", "lite", "--conv-dim", "8", "--critic-dim", "8", "--size", "64",
             "--batch", "4", "--epochs", "1", "--max-steps", "1", "--critic-steps", "1", "--preview-every", "100",
             "--quiet"]
-    assert cli_run([*args, "--run", str(tmp_path / "focus"), "--lambda-cond-changed", "20"]) == 0
-    assert json.loads((tmp_path / "focus" / "config.json").read_text())["train"]["lambda_cond_changed"] == 20
+    assert cli_run([*args, "--run", str(tmp_path / "refused"), "--lambda-cond-changed", "20"]) == 1
+    err = capsys.readouterr().err
+    assert "--lambda-cond-changed is no longer an option" in err and "--set lambda_cond_changed=20" in err
+    assert cli_run([*args, "--run", str(tmp_path / "focus"), "--set", "lambda_cond_changed=20"]) == 0
+    stored = json.loads((tmp_path / "focus" / "config.json").read_text())["train"]
+    assert stored["loss"]["lambda_cond_changed"] == 20
     assert "g_cond_changed" in read_metrics(tmp_path / "focus")[0]
     capsys.readouterr()
-    assert cli_run([*args, "--run", str(tmp_path / "bad"), "--lambda-cond-changed", "-1"]) == 1
+    assert cli_run([*args, "--run", str(tmp_path / "bad"), "--set", "lambda_cond_changed=-1"]) == 1
     err = capsys.readouterr().err
     assert "lambda" in err and "Traceback" not in err

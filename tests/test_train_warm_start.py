@@ -83,7 +83,7 @@ def test_cli_init_starts_a_warp_run_from_step_zero(first_run, tiny_train_data: P
     assert "tensors loaded" in captured.err and "to_flow.weight" in captured.err
     checkpoint = load_checkpoint(latest_checkpoint(run_dir))
     assert checkpoint.step == 2 and checkpoint.meta["net"]["au_warp"] is True
-    assert checkpoint.meta["config"]["init"] == str(first_run.run_dir)
+    assert checkpoint.meta["config"]["nets"]["init"] == str(first_run.run_dir)
     # Two generator steps moved the fresh head off zero: the flow is trained, not dead.
     assert checkpoint.tensors["G/to_flow.weight"].abs().max() > 0
     code = cli_run(["train", str(tiny_train_data), "--run", str(tmp_path / "bad"), "--init", str(tmp_path / "none"),

@@ -171,7 +171,7 @@ def test_warp_au_loss_trains_and_is_logged(real_points: tuple[Path, torch.Tensor
     values = [line["g_warp_au"] for line in read_metrics(tmp_path / "run")]
     # A fresh warp does not move, so the first value is how far the asked-for AUs are from the faces' own.
     assert len(values) == 4 and values[0] > 0.01 and all(np.isfinite(values))
-    with pytest.raises(FgfemError, match="--lambda-warp-au needs a warp"):
+    with pytest.raises(FgfemError, match="lambda_warp_au needs a warp"):
         TrainConfig(**{**base, "warp": False})
 
 

@@ -1,110 +1,104 @@
 """`fgfem train DATA --run RUN` and `fgfem export RUN`: thin commands over ``fgfem.train``.
 
+The training options are not written here: each is made from its setting's declaration in
+``fgfem.train.config`` (help, flag, default, whether --help lists it), so a setting, its
+option, its default and its check exist once. Every setting, listed or not, can also be
+given as ``--set KEY=VALUE`` or in a ``--config`` JSON file.
+
 ``export`` is its own command rather than ``train export``: a command group whose default
 action takes a positional DATA argument cannot tell ``export`` from a data folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
 
 from fgfem.cli.app import app, console, err_console
+from fgfem.errors import FgfemError
+from fgfem.train.config import SETTINGS, SHORTHANDS
+from fgfem.train.settings import HIDDEN, REMOVED, SHOWN, Setting, parse_assignments
 
 _RESUME_HELP = "Continue the run in --run from its latest checkpoint, bit for bit (its own settings are kept)."
-
-
-@app.command()
-def train(
-    data: Path = typer.Argument(..., help="Training set: `fgfem prep` output, GANimation or Expression-manipulator."),
-    run: Path = typer.Option(..., "--run", "--run-dir", "-r", help="Run folder: checkpoints, metrics, previews."),
-    preset: str | None = typer.Option(None, "--preset", help="Network preset: paper (default) or lite (CPU)."),
-    size: int | None = typer.Option(None, "--size", help="Image side in px, a multiple of 64 (default 128)."),
-    batch: int | None = typer.Option(None, "--batch", help="Images per step and process (default 16)."),
-    lr: float | None = typer.Option(None, "--lr", help="Learning rate of both networks (default 1e-4)."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Epochs; the last 20 decay the lr to 1e-5 (default 50)."),
-    decay_epochs: int | None = typer.Option(None, "--decay-epochs", help="Epochs at the end whose lr falls "
-                                            "linearly to 1e-5 (default 20; 0 keeps it constant)."),
-    critic_steps: int | None = typer.Option(None, "--critic-steps", help="Train G every N-th step (default 4)."),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after N steps whatever --epochs says."),
-    lambda_d_cond: float | None = typer.Option(None, "--lambda-d-cond", help="Critic AU regression (default 150)."),
-    lambda_gp: float | None = typer.Option(None, "--lambda-gp", help="Gradient penalty (default 10)."),
-    lambda_g_cond: float | None = typer.Option(None, "--lambda-g-cond", help="Generator AU condition (default 150)."),
-    lambda_idt: float | None = typer.Option(None, "--lambda-idt", help="Identity L1 |G(x,0)-x| (default 30)."),
-    lambda_cyc: float | None = typer.Option(None, "--lambda-cyc", help="Cycle L1 |G(G(x,r),-r)-x| (default 30)."),
-    lambda_tv: float | None = typer.Option(None, "--lambda-tv", help="Total variation (default 1e-5)."),
-    lambda_cond_changed: float | None = typer.Option(None, "--lambda-cond-changed", help="Generator AU condition "
-                                                     "weighted by how far each AU is asked to move (default 0, "
-                                                     "off)."),
-    lambda_pair: float | None = typer.Option(None, "--lambda-pair",
-                                             help="L1 on same-person expression pairs (default 0, off)."),
-    pair_pattern: str | None = typer.Option(None, "--pair-pattern",
-                                            help="Regex; faces whose named groups agree are one person (pairs)."),
-    pair_batch: int | None = typer.Option(None, "--pair-batch", help="Pairs per generator step (default 4)."),
-    lambda_flow: float | None = typer.Option(None, "--lambda-flow", help="Warp vs the pairs' landmark motion "
-                                             "(px; needs --lambda-pair and --warp; default 0, off)."),
-    lambda_warp_au: float | None = typer.Option(None, "--lambda-warp-au", help="AUs read from each face's "
-                                                "landmarks moved by the warp vs those asked for (needs --warp "
-                                                "and a fgfem prep folder; default 0, off)."),
-    single_au_targets: float | None = typer.Option(None, "--single-au-targets", help="Share of targets that move "
-                                                   "one random AU of the face's own (default 0, off)."),
-    single_au_change: float | None = typer.Option(None, "--single-au-change", help="Largest change of such a "
-                                                  "target, 0-5 units (default 2)."),
-    regularizer: str | None = typer.Option(None, "--regularizer", help="wgan-gp (paper) or r1 (lazy R1, cheaper)."),
-    conv_dim: int | None = typer.Option(None, "--conv-dim", help="Override the preset's generator width."),
-    critic_dim: int | None = typer.Option(None, "--critic-dim", help="Override the preset's critic width."),
-    limit: int | None = typer.Option(None, "--limit", help="Train on the first N faces only."),
-    holdout: Path | None = typer.Option(None, "--holdout", help="Text file of aus.csv paths kept out of training."),
-    init: Path | None = typer.Option(None, "--init", help="Start from these weights instead of random ones: a run "
-                                     "folder, a checkpoint or an exported generator (fine-tuning)."),
-    warp: bool | None = typer.Option(None, "--warp/--no-warp", help="Per-AU displacement fields in the generator "
-                                     "(residual presets; default: the preset's)."),
-    save_every: int | None = typer.Option(None, "--save-every", help="Checkpoint every N steps (default 1000)."),
-    keep_last: int | None = typer.Option(None, "--keep-last", help="Checkpoints to keep (default 3)."),
-    preview_every: int | None = typer.Option(None, "--preview-every", help="Preview grid every N steps (default 500)."),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed (default 0)."),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps (default auto)."),
-    bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: where native)."),
-    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC (default on)."),
-    workers: int | None = typer.Option(None, "--workers", help="Data loader processes (default 0)."),
-    resume: bool = typer.Option(False, "--resume", help=_RESUME_HELP),
-    force: bool = typer.Option(False, "--force", help="Start over in a non-empty --run folder (clears it)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-) -> None:
-    """Train the generator and critic (WGAN-GP with relative AUs, Ling et al. 2020).
+_PANELS = {"nets": "Networks", "data": "Data", "loss": "Loss", "optim": "Optimisation", "run": "Run"}
+_TRAIN_HELP = """Train the generator and critic (WGAN-GP with relative AUs, Ling et al. 2020).
 
     Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits; continue
     with --resume. Several GPUs or processes: [bold]torchrun --nproc-per-node 4 -m fgfem train ...[/]
+    The options listed are the shipped model's recipe and the documented uses; every other
+    setting (the keys of a run's config.json) is given with --set KEY=VALUE or --config FILE.
 
     Examples:
       [bold]fgfem train data/faces --run runs/lite --preset lite --epochs 20[/]
       [bold]fgfem train data/faces --run runs/lite --resume --max-steps 20000[/]
+      [bold]fgfem train data/faces --run runs/cyc --config runs/lite/config.json --set lambda_cyc=60[/]
     """
-    from fgfem.errors import FgfemError
+
+
+def _fixed_options(
+    data: Path = typer.Argument(..., help="Training set: `fgfem prep` output, GANimation or Expression-manipulator."),
+    run: Path = typer.Option(..., "--run", "--run-dir", "-r", help="Run folder: checkpoints, metrics, previews."),
+    config: Path | None = typer.Option(None, "--config", help="Start from the settings in this JSON file (a run's "
+                                       "config.json works); options and --set override them."),
+    assignments: list[str] | None = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                                 help="Any setting by its key in a run's config.json, e.g. "
+                                                      "--set lambda_cyc=60 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help=_RESUME_HELP),
+    force: bool = typer.Option(False, "--force", help="Start over in a non-empty --run folder (clears it)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """The options of ``fgfem train`` that are not training settings (their signature is reused)."""
+
+
+def command_line_settings() -> list[Setting]:
+    """The settings with a flag (listed, hidden or refused), and the shorthands, in declaration order."""
+    found = [s for s in SETTINGS.values() if s.cli in (SHOWN, HIDDEN, REMOVED)]
+    for key, shorthand in SHORTHANDS.items():
+        first = SETTINGS[shorthand.sets[0]]
+        at = next(i for i, s in enumerate(found) if s.group == first.group)
+        found.insert(at, dataclasses.replace(first, key=key, flag=f"--{key}", cli=SHOWN, help=shorthand.help,
+                                             resumable=False))
+    return found
+
+
+def _option(setting: Setting) -> inspect.Parameter:
+    """A typer option for ``setting``: None means "not given", so a resumed run keeps its own value."""
+    flag = setting.flag or f"--{setting.key.replace('_', '-')}"
+    decls = [f"{flag}/--no-{flag[2:]}"] if setting.kind is bool and setting.cli != REMOVED else [flag]
+    default = f" Default: {_default_text(setting.default)}." if setting.default is not None else ""
+    info = typer.Option(None, *decls, help=escape(setting.help + default), show_default=False,
+                        hidden=setting.cli != SHOWN, rich_help_panel=_PANELS[setting.group])
+    kind = str if setting.cli == REMOVED else setting.kind
+    return inspect.Parameter(setting.key, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind | None)
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _train(*, data: Path, run: Path, config: Path | None, assignments: list[str] | None, resume: bool, force: bool,
+           quiet: bool, settings: dict[str, Any]) -> None:
+    from fgfem.train import TrainConfig
     from fgfem.train import train as run_training
 
     if resume and force:
         raise FgfemError("--resume continues a run and --force starts it over; give one of them")
-    overrides = {
-        "preset": preset, "image_size": size, "conv_dim": conv_dim, "critic_dim": critic_dim, "batch": batch,
-        "lr": lr, "epochs": epochs, "decay_epochs": decay_epochs,
-        "critic_steps": critic_steps, "max_steps": max_steps, "lambda_d_cond": lambda_d_cond,
-        "lambda_gp": lambda_gp, "lambda_g_cond": lambda_g_cond, "lambda_idt": lambda_idt,
-        "lambda_cyc": lambda_cyc, "lambda_tv": lambda_tv,
-        "lambda_cond_changed": lambda_cond_changed, "lambda_pair": lambda_pair,
-        "pair_pattern": pair_pattern, "pair_batch": pair_batch, "lambda_flow": lambda_flow,
-        "lambda_warp_au": lambda_warp_au, "single_au_targets": single_au_targets,
-        "single_au_change": single_au_change,
-        "regularizer": regularizer, "limit": limit,
-        "holdout": str(holdout) if holdout is not None else None, "save_every": save_every,
-        "keep_last": keep_last, "preview_every": preview_every, "seed": seed, "device": device, "bf16": bf16,
-        "channels_last": channels_last, "num_workers": workers,
-        "init": str(init) if init is not None else None, "warp": warp,
-    }
-    result = run_training(data, run, overrides=overrides, resume=resume, force=force, show_progress=not quiet,
-                          console=err_console)
+    given = _given_settings(settings, assignments or [])
+    if resume:
+        if config is not None:
+            raise FgfemError("--resume keeps the run's own settings; --config is for starting a run")
+        result = run_training(data, run, overrides=given, resume=True, show_progress=not quiet, console=err_console)
+    else:
+        base = TrainConfig.from_file(config) if config is not None else None
+        result = run_training(data, run, TrainConfig.from_cli(given, base), force=force, show_progress=not quiet,
+                              console=err_console)
     if result.rank != 0:
         return
     if result.interrupted:
@@ -113,6 +107,35 @@ def train(
         raise typer.Exit(code=130)
     console.print(f"trained {result.step} steps ({result.images_seen} images seen)"
                   + (f"; generator: {escape(str(result.exported))}" if result.exported else ""))
+
+
+def _given_settings(options: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """The settings given as options and as ``--set``, by key; a refused flag or a setting given twice is an error."""
+    given = {key: value for key, value in options.items() if value is not None}
+    for key, value in given.items():
+        if SETTINGS.get(key) is not None and SETTINGS[key].cli == REMOVED:
+            raise FgfemError(f"{SETTINGS[key].flag} is no longer an option of fgfem train: the shipped model does not "
+                             f"use it (a tried experiment, see weights/MODEL_CARD.md); to run it anyway, give "
+                             f"--set {key}={value} or put {key} in a --config file")
+    assigned = parse_assignments(assignments, SETTINGS)
+    twice = sorted(set(given) & set(assigned))
+    if twice:
+        raise FgfemError(f"{SETTINGS[twice[0]].label} and --set {twice[0]}=... are both given; give one")
+    return {**given, **assigned}
+
+
+def _train_command(**arguments: Any) -> None:
+    settings = {key: arguments.pop(key) for key in _SETTING_KEYS}
+    _train(settings=settings, **arguments)
+
+
+_FIXED = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+          for p in inspect.signature(_fixed_options, eval_str=True).parameters.values()]
+_GENERATED = [_option(s) for s in command_line_settings()]
+_SETTING_KEYS = [p.name for p in _GENERATED]
+_train_command.__signature__ = inspect.Signature([*_FIXED[:4], *_GENERATED, *_FIXED[4:]])  # type: ignore[attr-defined]
+_train_command.__annotations__ = {p.name: p.annotation for p in [*_FIXED, *_GENERATED]}
+app.command("train", help=_TRAIN_HELP)(_train_command)
 
 
 @app.command("export")

@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from fgfem.aus import AU_SCALE, NUM_AUS
 from fgfem.errors import FgfemError
 from fgfem.train.au_geometry import mirror_points
+
+if TYPE_CHECKING:
+    from fgfem.train.config import DataConfig
 
 LAYOUTS = ("fgfem", "ganimation", "expression-manipulator")
 
@@ -259,6 +262,14 @@ class FaceDataset(Dataset):
         self.single_au_targets = single_au_targets
         self.single_au_change = single_au_change / AU_SCALE
         self.aus = torch.from_numpy(np.stack([r.aus for r in self.records])).float() / AU_SCALE
+
+    @classmethod
+    def from_config(cls, records: Sequence[FaceRecord], data: DataConfig, *,
+                    landmarks: Mapping[str, np.ndarray] | None = None) -> FaceDataset:
+        """The dataset a run's ``data`` settings describe (``landmarks`` when a term needs them)."""
+        return cls(records, data.image_size, target_jitter=data.target_jitter, source_jitter=data.source_jitter,
+                   hflip=data.hflip, pad=data.pad, landmarks=landmarks, single_au_targets=data.single_au_targets,
+                   single_au_change=data.single_au_change)
 
     def __len__(self) -> int:
         return len(self.records)

@@ -8,7 +8,9 @@ MSE over the AU vector (0-1 scale), L1 means over pixels, total variation as a s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,10 @@ from torch import nn
 
 from fgfem.aus import AU_MAX, AU_MIN, AU_SCALE, NUM_AUS
 from fgfem.train.au_geometry import estimated_aus, raw_aus
+
+if TYPE_CHECKING:
+    from fgfem.train.config import LossConfig
+    from fgfem.train.pairs import PairEdit, PairSource
 
 Terms = dict[str, torch.Tensor]
 CriticFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -54,6 +60,11 @@ class CriticLoss:
         self.r1_every = r1_every
         self.mse = nn.MSELoss()
 
+    @classmethod
+    def from_config(cls, loss: LossConfig) -> CriticLoss:
+        return cls(lambda_cond=loss.lambda_d_cond, regularizer=loss.regularizer, lambda_gp=loss.lambda_gp,
+                   r1_gamma=loss.r1_gamma, r1_every=loss.r1_every)
+
     def regularizes(self, step: int) -> bool:
         return self.regularizer == "wgan-gp" or step % self.r1_every == 0
 
@@ -83,22 +94,72 @@ class CriticLoss:
         return total, terms
 
 
+@dataclass
+class GeneratorStep:
+    """What one generator step has computed and holds, for the extra terms (``fgfem.train.terms``) to read.
+
+    ``pred_aus`` is the critic's AU reading of ``fake`` (the paper's condition term computed it);
+    ``pairs`` is there when a term needs expression pairs, and the pairs' edit is made once per
+    step, on first use, however many terms read it (the pair L1 and the landmark flow share it).
+    """
+
+    generator: Callable[..., Any]
+    critic: CriticFn
+    real: torch.Tensor
+    fake: torch.Tensor
+    rel: torch.Tensor
+    target_aus: torch.Tensor
+    pred_aus: torch.Tensor
+    batch: Mapping[str, torch.Tensor]
+    draws: torch.Generator | None = None
+    pairs: PairSource | None = None
+    _pair_edit: PairEdit | None = None
+
+    def pair_edit(self) -> PairEdit:
+        if self._pair_edit is None:
+            if self.pairs is None or self.draws is None:
+                raise RuntimeError("a pair term ran in a step without pairs (the loop builds them for it)")
+            self._pair_edit = self.pairs.edit(self.generator, self.draws, self.real.device)
+        return self._pair_edit
+
+
+class ExtraTerm(Protocol):
+    """A generator term beyond the paper's: its log name, its weight and its unweighted value."""
+
+    name: str
+    weight: float
+
+    def __call__(self, step: GeneratorStep) -> torch.Tensor: ...
+
+
 class GeneratorLoss:
-    """Adversarial + AU condition on the edit + identity L1 + cycle L1 + total variation."""
+    """Adversarial + AU condition on the edit + identity L1 + cycle L1 + total variation, then ``extra``.
+
+    The extra terms join the total in their order, each times its weight; they may draw from the
+    step's random source, so the order is part of a run's reproducibility (``fgfem.train.terms``).
+    """
 
     def __init__(self, *, lambda_cond: float = 150.0, lambda_idt: float = 30.0, lambda_cyc: float = 30.0,
-                 lambda_tv: float = 1e-5, lambda_cond_changed: float = 0.0) -> None:
+                 lambda_tv: float = 1e-5, extra: Sequence[ExtraTerm] = ()) -> None:
         self.lambda_cond = lambda_cond
-        self.lambda_cond_changed = lambda_cond_changed
         self.lambda_idt = lambda_idt
         self.lambda_cyc = lambda_cyc
         self.lambda_tv = lambda_tv
+        self.extra = tuple(extra)
         self.mse = nn.MSELoss()
 
-    def __call__(self, generator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], critic: CriticFn,
-                 real: torch.Tensor, fake: torch.Tensor, rel: torch.Tensor,
-                 target_aus: torch.Tensor) -> tuple[torch.Tensor, Terms]:
-        """``fake`` = G(real, rel), computed by the caller (it also fed the critic step) and still attached."""
+    @classmethod
+    def from_config(cls, loss: LossConfig, extra: Sequence[ExtraTerm] = ()) -> GeneratorLoss:
+        return cls(lambda_cond=loss.lambda_g_cond, lambda_idt=loss.lambda_idt, lambda_cyc=loss.lambda_cyc,
+                   lambda_tv=loss.lambda_tv, extra=extra)
+
+    def __call__(self, generator: Callable[..., Any], critic: CriticFn, real: torch.Tensor, fake: torch.Tensor,
+                 rel: torch.Tensor, target_aus: torch.Tensor, *, batch: Mapping[str, torch.Tensor] | None = None,
+                 draws: torch.Generator | None = None, pairs: PairSource | None = None) -> tuple[torch.Tensor, Terms]:
+        """``fake`` = G(real, rel), computed by the caller (it also fed the critic step) and still attached.
+
+        ``batch``, ``draws`` (the step's random source) and ``pairs`` are for the extra terms.
+        """
         scores, pred_aus = critic(fake)
         identity = generator(real, torch.zeros_like(rel))
         cycle = generator(fake, -rel)
@@ -111,9 +172,13 @@ class GeneratorLoss:
         }
         total = (terms["g_adv"] + self.lambda_cond * terms["g_cond"] + self.lambda_idt * terms["g_idt"]
                  + self.lambda_cyc * terms["g_cyc"] + self.lambda_tv * terms["g_tv"])
-        if self.lambda_cond_changed > 0:
-            terms["g_cond_changed"] = changed_au_error(pred_aus.float(), target_aus, rel)
-            total = total + self.lambda_cond_changed * terms["g_cond_changed"]
+        if self.extra:
+            step = GeneratorStep(generator=generator, critic=critic, real=real, fake=fake, rel=rel,
+                                 target_aus=target_aus, pred_aus=pred_aus, batch=batch or {}, draws=draws,
+                                 pairs=pairs)
+            for term in self.extra:
+                terms[term.name] = term(step)
+                total = total + term.weight * terms[term.name]
         terms["g_total"] = total
         return total, terms
 

@@ -21,9 +21,10 @@ import dataclasses
 import json
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -151,3 +152,26 @@ class PairSampler:
             return torch.full((68, 2), float("nan"))
         points = torch.from_numpy(found).float()
         return mirror_points(points, self.image_size) if flip else points
+
+
+@dataclass(frozen=True)
+class PairEdit:
+    """One step's pair batch and the generator's edit of its sources (with the warp's field, if any)."""
+
+    pair: PairBatch
+    edited: torch.Tensor
+    flow: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class PairSource:
+    """The pairs a run's terms read: ``count`` drawn per generator step from the step's random source."""
+
+    sampler: PairSampler
+    count: int
+
+    def edit(self, generator: Callable[..., Any], draws: torch.Generator, device: torch.device) -> PairEdit:
+        """Draw a pair batch and edit each source by its pair's AU difference."""
+        pair = self.sampler.sample(self.count, draws)
+        edited, flow = generator(pair.source.to(device), pair.rel.to(device), return_flow=True)
+        return PairEdit(pair=pair, edited=edited, flow=flow)
