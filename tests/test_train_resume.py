@@ -42,6 +42,48 @@ def test_resumed_run_equals_uninterrupted_run(data_dir: Path, tmp_path: Path) ->
     assert [line["step"] for line in read_metrics(tmp_path / "part")] == list(range(7))
 
 
+# The config exactly as checkpoints held it before the settings were grouped (one flat object),
+# for the run of test_checkpoint_with_a_flat_config_resumes.
+OLD_FLAT_CONFIG = {
+    "preset": "lite", "image_size": 64, "conv_dim": 8, "critic_dim": 8, "warp": None, "init": None, "batch": 2,
+    "limit": None, "holdout": None, "num_workers": 0, "lr_g": 0.001, "lr_d": 0.001, "beta1": 0.5, "beta2": 0.999,
+    "epochs": 2, "decay_epochs": 1, "final_lr": 1e-05, "critic_steps": 2, "max_steps": 2, "lambda_d_cond": 150.0,
+    "lambda_gp": 10.0, "lambda_g_cond": 150.0, "lambda_idt": 30.0, "lambda_cyc": 30.0, "lambda_tv": 1e-05,
+    "lambda_cond_changed": 0.0, "lambda_pair": 0.0, "pair_pattern": None, "pair_batch": 4, "lambda_flow": 0.0,
+    "lambda_warp_au": 0.0, "regularizer": "wgan-gp", "r1_gamma": 10.0, "r1_every": 16, "target_jitter": 0.1,
+    "source_jitter": 0.02, "single_au_targets": 0.0, "single_au_change": 2.0, "hflip": True, "pad_crop": True,
+    "seed": 3, "save_every": 100, "keep_last": 3, "preview_every": 100, "log_every": 1, "device": "cpu",
+    "bf16": False, "channels_last": True,
+}
+
+
+def test_checkpoint_with_a_flat_config_resumes(data_dir: Path, tmp_path: Path) -> None:
+    """A checkpoint whose config is flat (written before the grouping) resumes as the uninterrupted run goes on."""
+    import json
+
+    import safetensors.torch
+
+    from fgfem.train.checkpoint import _digest
+
+    torch.set_num_threads(1)
+    settings = {k: v for k, v in OLD_FLAT_CONFIG.items() if v is not None}
+    cfg = TrainConfig(**settings)
+    assert cfg.flat() == OLD_FLAT_CONFIG  # the same settings, nothing added or lost by the grouping
+    full = train(data_dir, tmp_path / "full", cfg.with_resume_overrides({"max_steps": 4}), show_progress=False,
+                 export=False).history
+    first = train(data_dir, tmp_path / "old", cfg, show_progress=False, export=False).history
+    path = latest_checkpoint(tmp_path / "old")
+    saved = load_checkpoint(path)
+    assert saved.meta["config"] == cfg.to_dict()  # this fgfem stores it grouped
+    header = json.dumps(dict(saved.meta, config=OLD_FLAT_CONFIG), sort_keys=True)
+    safetensors.torch.save_file(saved.tensors, str(path),
+                                metadata={"fgfem_checkpoint": header, "sha256": _digest(header, saved.tensors)})
+    assert load_checkpoint(path).meta["config"] == OLD_FLAT_CONFIG
+    rest = train(data_dir, tmp_path / "old", resume=True, overrides={"max_steps": 4}, show_progress=False,
+                 export=False).history
+    assert first + rest == full
+
+
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "fgfem", "train", *args], cwd=cwd, env=env,
