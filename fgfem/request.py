@@ -67,10 +67,12 @@ def explain_no_face(problem: NoFaceError, editor: Editor, rgb: Callable[[], np.n
 
 @dataclass(frozen=True)
 class EditRequest:
-    """``--au``/``--expression`` edits (``edits``), or the expression of the ``--target`` photo (``target``)."""
+    """``--au``/``--expression`` edits, the expression of a ``--target`` photo, or a ``--driver`` video's changes."""
 
     edits: list[AUEdit] | None = None
     target: Path | None = None
+    driver: Path | None = None
+    driver_neutral: int = 0
 
     @classmethod
     def from_options(cls, au: Sequence[str] | None, expression: Sequence[str] | None,
@@ -82,12 +84,14 @@ class EditRequest:
         return cls(edits=edits_from_options(au, expression), target=target)
 
     @classmethod
-    def for_video(cls, au: Sequence[str] | None, *, driver: Path | None, target: Path | None) -> EditRequest:
-        """``render``'s: ``--au``, ``--driver`` or ``--target``, exactly one (a driver is carried by the caller)."""
+    def for_video(cls, au: Sequence[str] | None, *, driver: Path | None, target: Path | None,
+                  driver_neutral: int = 0) -> EditRequest:
+        """``render``'s: ``--au``, ``--driver`` or ``--target``, exactly one."""
         from fgfem.aus import parse_au_specs
 
         check_one_source(au, driver=driver, target=target)
-        return cls(edits=parse_au_specs(au) if au else None, target=target)
+        return cls(edits=parse_au_specs(au) if au else None, target=target, driver=driver,
+                   driver_neutral=driver_neutral)
 
     def scaled(self, intensity: float) -> tuple[EditRequest, float]:
         """``--intensity`` folded into the ``--au`` edits, and the intensity left to apply (1, or a target's).
@@ -126,13 +130,18 @@ class EditRequest:
             raise FgfemError("say what to change: give --au, --expression or --target")
         return load_target(editor, self.target)
 
+    def video_spec(self, editor: Editor) -> EditSpec | Callable[[int], np.ndarray]:
+        """What ``fgfem.render.render_video`` takes: ``spec``'s, or a driver's change at each frame index.
 
-def driver_spec(editor: Editor, driver: Path, *, neutral: int = 0) -> Callable[[int], np.ndarray]:
-    """``--driver``: the driving video's change at each frame index (its last frame's beyond its end)."""
-    from fgfem.render import driver_deltas
+        A driver is measured frame by frame here (the slow part before a driven render);
+        beyond its last frame its last change holds.
+        """
+        if self.driver is None:
+            return self.spec(editor)
+        from fgfem.render import driver_deltas
 
-    deltas = driver_deltas(editor, driver, neutral=neutral)
-    return lambda index: deltas[min(index, len(deltas) - 1)]
+        deltas = driver_deltas(editor, self.driver, neutral=self.driver_neutral)
+        return lambda index: deltas[min(index, len(deltas) - 1)]
 
 
 def check_render(source: Path, out: Path, *, driver: Path | None, intensity: float, batch: int, redetect: int,

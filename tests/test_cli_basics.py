@@ -52,3 +52,24 @@ def test_prep_takes_face_like_every_command_and_still_reads_faces(capsys, tmp_pa
     assert "--faces is deprecated" in err and "input not found" in err
     assert run(["prep", str(tmp_path / "raw"), str(tmp_path / "data"), "--face", "all", "--faces", "largest"]) == 1
     assert "disagree" in capsys.readouterr().err
+
+
+def test_shared_option_choices_are_the_librarys() -> None:
+    """The Enums typer checks are spelled out (so `--help` imports no torch): they must be what the library takes."""
+    from fgfem.cli.options import Backend, Mode, Precision
+    from fgfem.editor import MODES
+    from fgfem.perf import PRECISIONS
+    from fgfem.prep.faces import BACKENDS
+
+    assert tuple(p.value for p in Precision) == PRECISIONS
+    assert tuple(m.value for m in Mode) == MODES
+    assert {b.value for b in Backend} == {"auto", "dlib-cnn", *BACKENDS}
+
+
+def test_a_refused_shared_option_is_one_line_before_any_work(tmp_path, capsys) -> None:
+    for argv, option in ((["edit", "x.jpg", "--au", "12=+1", "--backend", "openface"], "--backend"),
+                         (["render", "x.mp4", "--au", "12=+1", "-o", "y.mp4", "--face", "left"], "--face"),
+                         (["aus", "x.jpg", "--backend", "fan2"], "--backend")):
+        assert run(argv) == 1
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and err[0].startswith("error:") and option in err[0], err

@@ -253,7 +253,7 @@ def test_editor_takes_the_precision(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_load_editor_passes_precision_to_the_shipped_model() -> None:
-    from fgfem.cli.edit import load_editor
+    from fgfem.cli.options import load_editor
     from fgfem.paths import find_default_weights
 
     if find_default_weights() is None:
@@ -271,7 +271,7 @@ def test_edit_with_an_unknown_precision_fails_before_loading(tmp_path: Path, cap
     out = tmp_path / "out.png"
     assert run(["edit", str(photo), "--au", "12=+1", "--precision", "fp16", "-o", str(out)]) == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and "--precision 'fp16'" in err[0] and not out.exists()
+    assert len(err) == 1 and "'--precision': 'fp16'" in err[0] and not out.exists()
 
 
 def test_info_says_which_precision_and_why(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

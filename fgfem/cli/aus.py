@@ -10,18 +10,17 @@ from rich.table import Table
 
 from fgfem.aus import AU_CODES
 from fgfem.cli.app import app, console, err_console
-from fgfem.errors import FgfemError
+from fgfem.cli.options import Command, Shared, shared_options
 
 
-@app.command("aus")
+@app.command("aus", cls=Command)
+@shared_options("face", "backend", "force", face="all")
 def aus_command(
     source: Path = typer.Argument(..., help="A photo, a folder of photos, or a video."),
     out: Path | None = typer.Option(None, "-o", "--out", help="Write the table to a .csv or .json file."),
     plot: Path | None = typer.Option(None, "--plot", help="Video only: AU curves over time as a PNG."),
-    face: str = typer.Option("all", "--face", help="Which faces: all, largest, or N; faces are numbered 0, 1, ... "
-                                                   "left to right, as in the table and as edit --face counts."),
-    backend: str = typer.Option("auto", "--backend", help="Face backend: auto, dlib or fan."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+    *,
+    shared: Shared,
 ) -> None:
     """Measure AU intensities (OpenFace's 0-5 scale) with the offline landmark-based estimator.
 
@@ -32,43 +31,26 @@ def aus_command(
 
     AUs marked * are weakly visible in landmarks and are estimated from proxies.
     """
-    from fgfem.media import check_writable, describe_path, is_video, iter_image_files
+    from fgfem.media import describe_path
     from fgfem.prep.au_estimator import LOW_CONFIDENCE_AUS
     from fgfem.prep.faces import get_backend
-    from fgfem.prep.measure import measure_paths, measure_video, plot_curves, write_records
+    from fgfem.prep.measure import check_measure, measure_source, plot_curves, write_records
 
-    if not source.exists():
-        raise FgfemError(f"input not found: {describe_path(source)}")
-    for target in (out, plot):
-        if target is not None:
-            check_writable(target, force=force)  # before the measuring: exists, or a read-only folder
-    detector = get_backend(backend)
-    skipped = []
-    if source.is_file() and is_video(source):
-        with _progress() as progress:
-            task = progress.add_task("frames", total=None)
-            records = list(measure_video(source, detector, on_frame=lambda i: progress.update(task, completed=i + 1)))
-        if not records:
-            raise FgfemError(f"no face found in any frame of {describe_path(source)}")
-    else:
-        if plot is not None:
-            raise FgfemError("--plot draws AU curves over time and needs a video")
-        paths = iter_image_files(source)
-        with _progress() as progress:
-            task = progress.add_task("photos", total=len(paths))
-            records, skipped = measure_paths(paths, detector, face, on_file=lambda _p: progress.advance(task))
-        if not records:
-            reason = skipped[0].reason if len(skipped) == 1 else f"no face in any of {len(paths)} files"
-            raise FgfemError(reason)
+    check_measure(source, out, plot, force=shared.force)
+    detector = get_backend(shared.backend)
+    with _progress() as progress:
+        task = progress.add_task("", total=None)
+        records, skipped = measure_source(source, detector, shared.face, on_step=lambda what, done, total: (
+            progress.update(task, description=what, completed=done, total=total)))
     _show(records, LOW_CONFIDENCE_AUS)
     for skip in skipped:
         err_console.print(f"[yellow]skipped[/] {describe_path(skip.source)}: {describe_path(skip.reason)}",
                           soft_wrap=True)
     if out is not None:
-        write_records(records, out, LOW_CONFIDENCE_AUS, force=force)
+        write_records(records, out, LOW_CONFIDENCE_AUS, force=shared.force)
         console.print(f"wrote {len(records)} rows to {describe_path(out)}")
     if plot is not None:
-        plot_curves(records, plot, force=force)
+        plot_curves(records, plot, force=shared.force)
         console.print(f"wrote AU curves to {describe_path(plot)}")
     if skipped:
         raise typer.Exit(1)

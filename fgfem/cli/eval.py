@@ -12,18 +12,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fgfem.cli.app import app, console, err_console
+from fgfem.cli.options import Command, Shared, shared_options
 
 if TYPE_CHECKING:
     from fgfem.evaluate import EvalReport
 
 
-@app.command("eval")
+@app.command("eval", cls=Command)
+@shared_options("weights", "device", "force")
 def eval_command(
     data: Path = typer.Argument(..., help="Data folder: fgfem prep output (aus.csv + crops), GANimation or "
                                           "Expression-manipulator layout.", show_default=False),
-    weights: Path | None = typer.Option(None, "--weights", "-w",
-                                        help="Model: a .safetensors file, a checkpoint of fgfem train, or its run "
-                                             "folder; default: the shipped model."),
     only: Path | None = typer.Option(None, "--only",
                                      help="Text file of held-out faces, one aus.csv path or source photo a line."),
     limit: int | None = typer.Option(None, "--limit", "-n", help="Evaluate at most N faces (the first ones)."),
@@ -33,8 +32,6 @@ def eval_command(
     batch: int = typer.Option(16, "--batch", help="Faces per generator pass."),
     identity: bool = typer.Option(True, "--identity/--no-identity",
                                   help="Measure identity with dlib's face descriptor (the slowest part on a CPU)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUT if it exists."),
     photos: bool = typer.Option(False, "--photos",
                                 help="DATA is a folder of photos: edit them whole (rig, generator, paste-back) and "
                                      "judge with dlib landmarks (IOD), face descriptors and sharpness."),
@@ -43,6 +40,8 @@ def eval_command(
     neutral_pairs: Path | None = typer.Option(None, "--neutral-pairs",
                                               help="With --pairs: two neutral photos of one person a line (the "
                                                    "share's ceiling)."),
+    *,
+    shared: Shared,
 ) -> None:
     """Measure a generator on held-out faces at its image size.
 
@@ -55,25 +54,32 @@ def eval_command(
       [bold]fgfem eval data/faces128 -w runs/x/generator.safetensors --limit 200 --aus 12,26 --intensity 1.5[/]
       [bold]fgfem eval photos/ --photos --aus 1,4,12,15,26 --pairs pairs.txt -o photo-metrics.json[/]
     """
-    from fgfem.evaluate import EvalConfig, evaluate, write_report
-
     if photos:
         from fgfem.cli.eval_photos import run_photo_eval
 
-        run_photo_eval(data, weights, aus=aus, intensity=intensity, pairs=pairs, neutral_pairs=neutral_pairs,
-                       identity=identity, device=device, out=out, force=force)
+        run_photo_eval(data, shared.weights, aus=aus, intensity=intensity, pairs=pairs, neutral_pairs=neutral_pairs,
+                       identity=identity, device=shared.device, out=out, force=shared.force)
         return
+    run_crop_eval(data, shared, only=only, limit=limit, aus=aus, intensity=intensity, batch=batch, identity=identity,
+                  out=out)
+
+
+def run_crop_eval(data: Path, shared: Shared, *, only: Path | None, limit: int | None, aus: str, intensity: float,
+                  batch: int, identity: bool, out: Path | None) -> None:
+    """Check the output and settings, evaluate the aligned crops of ``data`` with a progress bar, report."""
+    from fgfem.evaluate import EvalConfig, evaluate, write_report
+
     if out is not None:
         from fgfem.media import check_writable
 
-        check_writable(out, force=force)  # before the evaluation, not after it
+        check_writable(out, force=shared.force)  # before the evaluation, not after it
     config = EvalConfig(aus=tuple(a.strip() for a in aus.split(",") if a.strip()), intensity=intensity,
                         batch=batch, identity=identity)
     config.check()
     with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, transient=True) as progress:
         task = progress.add_task("eval", total=None)
-        report = evaluate(data, weights, only=only, limit=limit, config=config, device=device,
+        report = evaluate(data, shared.weights, only=only, limit=limit, config=config, device=shared.device,
                           progress=lambda done, total: progress.update(task, completed=done, total=total))
     for entry in report.data.get("unmatched_only_entries", [])[:5]:
         err_console.print(f"warning: --only entry {escape(entry)!r} is no face of {escape(str(data))}",
@@ -83,7 +89,7 @@ def eval_command(
                           style="yellow")
     show_report(report)
     if out is not None:
-        write_report(report, out, force=force)
+        write_report(report, out, force=shared.force)
         console.print(f"wrote {escape(str(out))}")
 
 

@@ -20,7 +20,7 @@ def run_photo_eval(data: Path, weights: Path | None, *, aus: str, intensity: flo
     """Check the inputs, edit and judge every photo of ``data``, print the table, write JSON if asked."""
     from fgfem.atomic import write_text
     from fgfem.aus import AU_CODES, au_index
-    from fgfem.cli.edit import load_editor
+    from fgfem.cli.options import load_editor
     from fgfem.media import check_folder_writable, iter_image_files
     from fgfem.photo_eval import evaluate_photos, read_pairs
 

@@ -8,12 +8,11 @@ import os
 import platform
 from typing import TYPE_CHECKING
 
-import typer
 from rich.table import Table
 
 from fgfem import __version__
 from fgfem.cli.app import app, console
-from fgfem.cli.options import PRECISION_OPTION
+from fgfem.cli.options import Command, Shared, shared_options
 
 if TYPE_CHECKING:
     from fgfem.devices import DeviceChoice
@@ -87,22 +86,18 @@ def _settle_for_default_weights(plan: InferencePlan) -> InferencePlan:
                                                 f"; {rest}")
 
 
-@app.command()
-def info(
-    device: str = typer.Option("auto", "--device", help="Device to report on: auto, cpu, cuda, cuda:N, mps."),
-    precision: str = PRECISION_OPTION,
-) -> None:
+@app.command(cls=Command)
+@shared_options("device", "precision")
+def info(*, shared: Shared) -> None:
     """Show version, device, torch/CUDA, threads, CPU, precision, face backends and weights.
 
     Example: [bold]fgfem info --device cpu[/]
     """
     import torch
 
-    from fgfem.cli.options import check_precision
     from fgfem.devices import cpu_has_bf16, describe_cpu, resolve_device
 
-    precision = check_precision(precision)
-    choice = resolve_device(device)
+    choice = resolve_device(shared.device)
     table = Table(title=f"fgfem {__version__}", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
@@ -118,7 +113,7 @@ def info(
     table.add_row("CPU threads", f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores")
     table.add_row("CPU bf16", "yes (AVX512-BF16/AMX)" if cpu_has_bf16() else "no")
     if importlib.util.find_spec("fgfem.perf") is not None:
-        for key, value in _plan_rows(choice, precision):
+        for key, value in _plan_rows(choice, shared.precision):
             table.add_row(key, value)
     for key, value in _face_backend_rows() + _weights_rows():
         table.add_row(key, value)

@@ -7,33 +7,11 @@ from pathlib import Path
 import typer
 
 from fgfem.cli.app import app, console
-from fgfem.cli.edit import (
-    AU_OPTION,
-    BACKEND_OPTION,
-    DEVICE_OPTION,
-    EXPRESSION_OPTION,
-    FACE_OPTION,
-    FORCE_OPTION,
-    MODE_OPTION,
-    TARGET_OPTION,
-    WEIGHTS_OPTION,
-    explain_no_face,
-    load_editor,
-)
-from fgfem.cli.options import PRECISION_OPTION
-from fgfem.errors import FgfemError, NoFaceError
-
-MAX_FPS = 120.0
+from fgfem.cli.options import AU_OPTION, EDIT_OPTIONS, EXPRESSION_OPTION, TARGET_OPTION, Command, Shared, shared_options
 
 
-def check_fps(fps: float) -> float:
-    """Refuse a frame rate no player shows, before the model loads (a GIF or MP4 needs one above 0)."""
-    if not (0 < fps <= MAX_FPS):
-        raise FgfemError(f"--fps {fps:g} must be greater than 0 and at most {MAX_FPS:g}")
-    return fps
-
-
-@app.command()
+@app.command(cls=Command)
+@shared_options(*EDIT_OPTIONS)
 def interpolate(
     source: Path = typer.Argument(..., help="A photo with a face.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="anim.gif, anim.mp4, or strip.png (labelled cells)."),
@@ -53,13 +31,8 @@ def interpolate(
     size: int = typer.Option(256, "--size", help="Side in pixels of the view around the face."),
     grid: bool = typer.Option(False, "--grid", help="The paper's figure: rows of AUs x columns of changes (PNG)."),
     grid_aus: str = typer.Option("4,5,7,12,15,20", "--grid-aus", help="Rows of the --grid figure."),
-    face: str = FACE_OPTION,
-    mode: str = MODE_OPTION,
-    weights: Path | None = WEIGHTS_OPTION,
-    device: str = DEVICE_OPTION,
-    precision: str = PRECISION_OPTION,
-    backend: str = BACKEND_OPTION,
-    force: bool = FORCE_OPTION,
+    *,
+    shared: Shared,
 ) -> None:
     """Sweep an expression change over several intensities.
 
@@ -70,57 +43,37 @@ def interpolate(
       [bold]fgfem interpolate face.jpg --au 12=+2 -o strip.png[/]
       [bold]fgfem interpolate face.jpg --grid -o grid.png[/]
     """
-    from fgfem.animation import (
-        DEFAULT_GRID_STEPS,
-        DEFAULT_STEPS,
-        expression_grid,
-        intensity_schedule,
-        interpolation_frames,
-        parse_steps,
-        save_animation,
-    )
-    from fgfem.aus import au_index, check_combined_change
-    from fgfem.editor import check_mode
-    from fgfem.media import check_writable, describe_path, load_image, save_image
-    from fgfem.request import load_target
+    from fgfem.animation import check_view, sweep_schedule, write_sweep
+    from fgfem.media import check_writable, describe_path
+    from fgfem.request import EditRequest
 
-    check_mode(mode)
-    check_fps(fps)
-    if not 16 <= size <= 2048:
-        raise FgfemError(f"--size {size} must be between 16 and 2048 pixels")
+    check_view(fps=fps, size=size)
+    view = {"face": shared.face, "mode": shared.mode, "full": full, "size": size, "force": shared.force}
     if grid:
-        if au or target or expression:
-            raise FgfemError("--grid draws its own rows of AUs (--grid-aus); leave out --au, --expression and --target")
-        if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-            raise FgfemError(f"--grid writes a picture: name the output .png (got {out.name})")
-        rows = [part.strip() for part in grid_aus.split(",") if part.strip()]
-        for row in rows:
-            au_index(row)
-        columns = parse_steps(steps) if steps else list(DEFAULT_GRID_STEPS)
-        check_writable(out, force=force)
-        editor = load_editor(weights, device, backend, precision)
-        with console.status("rendering the grid"):
-            picture = expression_grid(editor, load_image(source).rgb, rows, columns, face=face, mode=mode,
-                                      full=full, size=size)
-        save_image(None, picture, out, force=force)
-        console.print(f"[green]wrote[/] {describe_path(out)} ({len(rows)} AUs x {len(columns)} changes)")
+        write_grid(source, out, grid_aus, steps, edit_given=bool(au or target or expression), shared=shared,
+                   view=view)
         return
-    from fgfem.presets import check_edit_sources, edits_from_options
-
-    check_edit_sources(au, expression, target)
-    edits = edits_from_options(au, expression)
-    schedule = intensity_schedule(parse_steps(steps) if steps else DEFAULT_STEPS, frames=frames, boomerang=boomerang)
-    if edits:
-        check_combined_change(edits, schedule, option="--steps" if steps else "an intensity of")
-    check_writable(out, force=force)
-    editor = load_editor(weights, device, backend, precision)
-    spec = edits if edits is not None else load_target(editor, target)
-    rgb = load_image(source).rgb
+    request = EditRequest.from_options(au, expression, target)
+    schedule = sweep_schedule(steps, frames=frames, boomerang=boomerang)
+    request.check_intensities(schedule, option="--steps" if steps else "an intensity of")
+    check_writable(out, force=shared.force)
+    editor = shared.load_editor()
+    spec = request.spec(editor)
     with console.status(f"rendering {len(schedule)} frames"):
-        try:
-            rendered = interpolation_frames(editor, rgb, spec, schedule, face=face, mode=mode, full=full, size=size)
-        except NoFaceError as problem:
-            raise explain_no_face(problem, editor, lambda: rgb) from None
-        save_animation(rendered, out, fps=fps, force=force)
+        rendered = write_sweep(editor, source, out, spec, schedule, fps=fps, **view)  # type: ignore[arg-type]
     console.print(f"[green]wrote[/] {describe_path(out)} ({len(rendered)} frames, intensities "
                   f"{schedule[0]:g}..{max(schedule):g})")
+
+
+def write_grid(source: Path, out: Path, grid_aus: str, steps: str | None, *, edit_given: bool, shared: Shared,
+               view: dict[str, object]) -> None:
+    """``--grid``: the rows and columns checked, then the model loaded and the figure written."""
+    from fgfem import animation
+    from fgfem.media import check_writable, describe_path
+
+    rows, columns = animation.grid_plan(out, grid_aus, steps, edit_given=edit_given)
+    check_writable(out, force=shared.force)
+    editor = shared.load_editor()
+    with console.status("rendering the grid"):
+        animation.write_grid(editor, source, out, rows, columns, **view)  # type: ignore[arg-type]
+    console.print(f"[green]wrote[/] {describe_path(out)} ({len(rows)} AUs x {len(columns)} changes)")

@@ -5,24 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from fgfem.cli.app import app, console, err_console
+from fgfem.cli.app import app, console
+from fgfem.cli.options import Command, Shared, shared_options
+from fgfem.cli.progress import rate_progress
 
 
-@app.command("prep")
+@app.command("prep", cls=Command)
+@shared_options("face", "backend")
 def prep_command(
     raw: Path = typer.Argument(..., help="A folder of photos and/or videos (searched recursively), or one file."),
     data_dir: Path = typer.Argument(..., help="Output dataset folder (crops/, aus.csv, manifest.json)."),
     size: int = typer.Option(128, "--size", help="Crop size in pixels (128 or 256)."),
     min_face: float = typer.Option(40.0, "--min-face", help="Reject faces whose box is smaller than this (px)."),
     fps: float = typer.Option(2.0, "--fps", help="Frames sampled per second of video."),
-    face: str = typer.Option("largest", "--face", help="Faces per photo: largest or all."),
     faces: str | None = typer.Option(None, "--faces", hidden=True, help="Deprecated spelling of --face."),
     labels: Path | None = typer.Option(
         None, "--labels", help="Existing AU labels (OpenFace .csv, GANimation/reference .pkl) instead of estimating."
     ),
-    backend: str = typer.Option("auto", "--backend", help="Face backend: auto, dlib or fan."),
     workers: int = typer.Option(1, "--workers", help="Parallel processes for photos."),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N files (quick looks)."),
     quick: bool = typer.Option(
@@ -30,10 +30,13 @@ def prep_command(
         "only where it finds no clear face (measured: 99% of the full mode's faces on UTKFace, 94% on small "
         "160 px photos, 1.1-1.2x faster there)."
     ),
+    *,
+    shared: Shared,
 ) -> None:
     """Detect, align and crop every face, and label its AUs.
 
-    Rerunning continues where a killed run stopped and skips finished files.
+    Rerunning continues where a killed run stopped and skips finished files. --face keeps
+    the largest face or all faces of each photo.
 
     Examples:
       [bold]fgfem prep raw_photos/ data/[/]
@@ -44,23 +47,10 @@ def prep_command(
     from fgfem.media import describe_path
     from fgfem.prep.dataset import PrepOptions, build_dataset
 
-    if size % 64 or size <= 0:
-        raise FgfemError(f"--size {size}: use a multiple of 64 (128 or 256)")
-    face = _face_choice(face, faces)
-    if workers < 1:
-        raise FgfemError("--workers must be at least 1")
-    options = PrepOptions(size=size, min_face=min_face, backend=backend, fps=fps, faces=face, labels=labels,
-                          workers=workers, limit=limit, quick=quick)
-    columns = (TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True) as progress:
-        task = progress.add_task("prep", total=None, rate="")
-
-        def report(done: int, total: int) -> None:
-            elapsed = progress.tasks[0].elapsed or 0.0
-            rate = f"{done / elapsed:.1f} files/s" if elapsed > 0 else ""
-            progress.update(task, completed=done, total=total, rate=rate)
-
+    options = PrepOptions(size=size, min_face=min_face, backend=shared.backend, fps=fps,
+                          faces=_face_choice(shared.face, faces), labels=labels, workers=workers, limit=limit,
+                          quick=quick).check()
+    with rate_progress("prep", "files/s", elapsed=True, transient=True) as report:
         summary = build_dataset(raw, data_dir, options, progress=report)
     if summary.faces == 0:
         raise FgfemError(f"no usable face in {describe_path(raw)}: {_first_reject(summary.out_dir)}")

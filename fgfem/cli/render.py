@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from fgfem.cli.app import app, console, err_console
-from fgfem.cli.edit import (
-    AU_OPTION,
-    BACKEND_OPTION,
-    DEVICE_OPTION,
-    FACE_OPTION,
-    FORCE_OPTION,
-    MODE_OPTION,
-    TARGET_OPTION,
-    WEIGHTS_OPTION,
-    check_intensity,
-    load_editor,
-)
-from fgfem.cli.options import PRECISION_OPTION
-from fgfem.errors import FgfemError
+from fgfem.cli.app import app, console
+from fgfem.cli.options import AU_OPTION, EDIT_OPTIONS, TARGET_OPTION, Command, Shared, shared_options
+from fgfem.cli.progress import rate_progress
 
 
-@app.command()
+@app.command(cls=Command)
+@shared_options(*EDIT_OPTIONS)
 def render(
     source: Path = typer.Argument(..., help="The video to edit.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Output video: .mp4, .m4v, .mov, .mkv, .webm, .avi or "
@@ -46,13 +35,8 @@ def render(
         help="x264 speed/size preset, ultrafast ... veryslow (default veryfast). Slower ones give slightly "
              "smaller or sharper files at the same CRF 18 and slow the render down.",
     ),
-    face: str = FACE_OPTION,
-    mode: str = MODE_OPTION,
-    weights: Path | None = WEIGHTS_OPTION,
-    device: str = DEVICE_OPTION,
-    precision: str = PRECISION_OPTION,
-    backend: str = BACKEND_OPTION,
-    force: bool = FORCE_OPTION,
+    *,
+    shared: Shared,
 ) -> None:
     """Edit the expression of the face(s) in every frame of a video.
 
@@ -65,50 +49,23 @@ def render(
       [bold]fgfem render clip.mp4 --au 12=+1.0 -o smile.mp4[/]
       [bold]fgfem render clip.mp4 --driver actor.mp4 -o driven.mp4[/]
     """
-    from fgfem.aus import parse_au_specs
-    from fgfem.editor import check_mode
-    from fgfem.media import check_writable, describe_path, is_video
-    from fgfem.render import TrackerConfig, driver_deltas, render_video
-    from fgfem.request import check_one_source, load_target
-    from fgfem.video import WRITABLE_SUFFIXES, X264_PRESETS, writable_suffixes_text
+    from fgfem.media import describe_path
+    from fgfem.render import TrackerConfig, render_video
+    from fgfem.request import EditRequest, check_render
 
-    check_one_source(au, driver=driver, target=target)
-    edits = parse_au_specs(au) if au else None
-    check_mode(mode)
-    check_intensity(intensity)
-    for name, path in (("input", source), ("driver", driver)):
-        if path is not None and not path.is_file():
-            raise FgfemError(f"{name} video {describe_path(path)} does not exist")
-    if not is_video(source):
-        raise FgfemError(f"{describe_path(source.name)} is not a video fgfem reads; for photos use `fgfem edit`")
-    if out.suffix.lower() not in WRITABLE_SUFFIXES:
-        raise FgfemError(f"cannot write {describe_path(out.name)}: name the output {writable_suffixes_text()}")
-    if batch < 1 or redetect < 1:
-        raise FgfemError("--batch and --redetect must be at least 1")
-    if encoder_preset is not None and encoder_preset not in X264_PRESETS:
-        raise FgfemError(f"--encoder-preset {encoder_preset!r} is not an x264 preset; use one of "
-                         f"{', '.join(X264_PRESETS)}")
-    check_writable(out, force=force)
-    editor = load_editor(weights, device, backend, precision)
-    config = TrackerConfig(face=face, redetect_every=redetect, smooth=smooth)
-    if driver is not None:
-        with console.status(f"measuring the expressions in {describe_path(driver.name)}"):
-            deltas = driver_deltas(editor, driver, neutral=driver_neutral)
-        spec = lambda index: deltas[min(index, len(deltas) - 1)]  # noqa: E731 (the driver's change at this frame)
-    else:
-        spec = edits if edits is not None else load_target(editor, target)
-    with Progress(TextColumn("[bold]render"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]}"),
-                  TimeRemainingColumn(), console=err_console) as progress:
-        task = progress.add_task("render", total=None, fps="")
-
-        def report(done: int, total: int) -> None:
-            elapsed = progress.tasks[0].elapsed or 0.0
-            progress.update(task, completed=done, total=total or None,
-                            fps=f"{done / elapsed:.1f} fps" if elapsed > 0 else "")
-
-        stats = render_video(editor, source, out, spec, batch=batch, intensity=intensity, mode=mode,
-                             tracker_config=config, keep_audio=audio, force=force, on_frame=report,
+    request = EditRequest.for_video(au, driver=driver, target=target, driver_neutral=driver_neutral)
+    check_render(source, out, driver=driver, intensity=intensity, batch=batch, redetect=redetect,
+                 encoder_preset=encoder_preset, force=shared.force)
+    editor = shared.load_editor()
+    measuring = console.status(f"measuring the expressions in {describe_path(driver.name)}") if driver else None
+    with measuring or contextlib.nullcontext():
+        spec = request.video_spec(editor)
+    config = TrackerConfig(face=shared.face, redetect_every=redetect, smooth=smooth)
+    with rate_progress("[bold]render", "fps") as report:
+        stats = render_video(editor, source, out, spec, batch=batch, intensity=intensity, mode=shared.mode,
+                             tracker_config=config, keep_audio=audio, force=shared.force, on_frame=report,
                              encoder_preset=encoder_preset)
     notes = escape("".join(f"; {note}" for note in stats.notes))
     console.print(f"[green]wrote[/] {describe_path(out)}: {stats.frames} frames ({stats.edited} with a face edited), "
                   f"{stats.fps:.1f} fps, {stats.detections} full detections{notes}")
+

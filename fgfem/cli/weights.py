@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fgfem.cli.app import app, console, err_console
+from fgfem.cli.options import Command, Shared, shared_options
 from fgfem.errors import FgfemError
 
 weights_app = typer.Typer(
@@ -20,12 +21,14 @@ weights_app = typer.Typer(
 app.add_typer(weights_app, name="weights")
 
 
-@weights_app.command("convert")
+@weights_app.command("convert", cls=Command)
+@shared_options("force")
 def convert(
     checkpoint: Path = typer.Argument(..., help="Reference generator checkpoint, e.g. net_epoch_30_id_G.pth."),
     output: Path = typer.Argument(..., help="Where to write the .safetensors file."),
     preset: str = typer.Option("paper", "--preset", help="Network preset the checkpoint was trained with."),
-    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+    *,
+    shared: Shared,
 ) -> None:
     """Convert a junleen/Expression-manipulator generator .pth into fgfem .safetensors.
 
@@ -37,7 +40,7 @@ def convert(
     from fgfem.media import check_writable
     from fgfem.weights import convert_reference_checkpoint, describe_weights
 
-    check_writable(output, force=force)
+    check_writable(output, force=shared.force)
     if output.resolve() == checkpoint.resolve():
         raise FgfemError("OUTPUT must differ from the checkpoint it is converted from")
     convert_reference_checkpoint(
