@@ -252,13 +252,12 @@ def transfer_share(editor: Any, judge: PhotoJudge, pairs: Sequence[tuple[np.ndar
     ``neutral_pairs`` (two neutral photos of one person) give the noise floor: no edit can
     land closer to the posed photo than two neutral photos land to each other.
     """
-    from fgfem.editor import TargetExpression
 
     err_edit, err_none = [], []
     for neutral, posed in pairs:
         try:
             n, p = judge.measure(neutral), judge.measure(posed)
-            target = TargetExpression(aus=editor.measure_aus(editor.find_faces(posed, "largest")[:1])[0])
+            target = editor.target_expression(posed)
             edited = editor.edit_image(neutral, target).images[0]
             e = judge.measure(edited)
         except NoFaceError:

@@ -242,6 +242,7 @@ class _Prepared:
     rgb: np.ndarray
     faces: list[Face]
     deltas: np.ndarray
+    changes: np.ndarray | None = None
     aligned: Any = None
     fields: list[Any] = dataclasses.field(default_factory=list)
     crops: torch.Tensor | None = None
@@ -257,25 +258,32 @@ class _Generated:
 
 
 def _track_stage(editor: Editor, frames: Iterable[np.ndarray], spec_for_frame: Callable[[int], EditSpec],
-                 tracker: FaceTracker) -> Iterator[tuple[np.ndarray, list[Face], np.ndarray]]:
-    """Follow the faces frame by frame: each frame, its faces and their AU changes (F x 17, intensity 1)."""
+                 tracker: FaceTracker) -> Iterator[tuple[np.ndarray, list[Face], np.ndarray, np.ndarray | None]]:
+    """Follow the faces frame by frame: each frame, its faces, their AU changes (F x 17, intensity 1)
+    and, for a target through the rig, the changes the rig plays (``Editor.rig_changes``)."""
     for index, rgb in enumerate(frames):
         faces = tracker.update(rgb)
-        deltas = editor.deltas_for(spec_for_frame(index), editor.measure_aus(faces)) if faces else None
-        yield rgb, faces, deltas if deltas is not None else np.zeros((0, NUM_AUS), np.float32)
+        if not faces:
+            yield rgb, faces, np.zeros((0, NUM_AUS), np.float32), None
+            continue
+        spec = spec_for_frame(index)
+        deltas = editor.deltas_for(spec, editor.measure_aus(faces))
+        yield rgb, faces, deltas, editor.rig_changes(spec, faces, deltas)
 
 
 def _prepare(editor: Editor, rgb: np.ndarray, faces: list[Face], deltas: np.ndarray,
-             intensity: float) -> _Prepared:
+             changes: np.ndarray | None, intensity: float) -> _Prepared:
     """Align the frame's faces, move them by the rig (fields at this intensity) and warp their crops."""
     from fgfem.rig.field import warp_crops
 
     if not faces:
         return _Prepared(rgb=rgb, faces=faces, deltas=deltas)
     aligned = editor.align(rgb, faces)
-    fields = editor.geometry(aligned, deltas * np.float32(intensity))
+    fields = editor.geometry(aligned, deltas * np.float32(intensity),
+                             None if changes is None else changes * intensity)
     crops = warp_crops(as_tensor(aligned.crops, editor.device.device), fields)
-    return _Prepared(rgb=rgb, faces=faces, deltas=deltas, aligned=aligned, fields=fields, crops=crops)
+    return _Prepared(rgb=rgb, faces=faces, deltas=deltas, changes=changes, aligned=aligned, fields=fields,
+                     crops=crops)
 
 
 def _model_stage(editor: Editor, prepared: Iterable[_Prepared], batch: int,

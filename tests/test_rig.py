@@ -304,3 +304,54 @@ def test_the_rig_fronts_a_paper_form_generator_too(rig: AURig, neutral_face) -> 
     moved = editor.edit_image(rgb, single("AU12", 1.0), faces=[face])
     after = editor.find_faces(moved.images[0])[0]
     assert np.abs(after.landmarks[[48, 54]] - face.landmarks[[48, 54]]).mean() > 1.0
+
+
+# ----------------------------------------------------------------------------- expression transfer
+def test_transfer_fit_recovers_the_change_that_moved_the_landmarks(rig: AURig, neutral_face) -> None:  # noqa: ANN001
+    """Landmarks moved by the rig under a known AU change: the fit reads that change back."""
+    from fgfem.prep.au_estimator import canonical_landmarks
+    from fgfem.rig.transfer import fit_expression_change
+
+    _, face = neutral_face
+    source = canonical_landmarks(np.asarray(face.landmarks, dtype=np.float64))
+    asked = single("AU04", 1.0) + single("AU15", 0.8) + single("AU26", -0.5) + single("AU12", 1.2)
+    target = source + rig.canonical_motion(asked)
+    got = fit_expression_change(rig, source[None], target, np.zeros((1, NUM_AUS)), prior_weight=0.01)[0]
+    moving = np.abs(rig.patterns).sum(axis=(1, 2)) > 0.05
+    assert np.abs(got - asked)[moving].max() < 0.1
+    # No landmark motion and a zero prior: no change at all (so a zero transfer stays the photo).
+    assert not np.any(fit_expression_change(rig, source[None], source, np.zeros((1, NUM_AUS))))
+    # The prior only pulls: a strong one wins over the landmarks, a weak one does not.
+    prior = single("AU01", 0.7)[None]
+    strong = fit_expression_change(rig, source[None], target, prior, prior_weight=100.0)[0]
+    assert np.allclose(strong, prior[0], atol=0.01)
+
+
+def test_target_of_the_photo_itself_leaves_it_bit_for_bit(rig_editor, neutral_face) -> None:  # noqa: ANN001
+    rgb, face = neutral_face
+    target = rig_editor.target_expression(rgb)
+    assert np.array_equal(rig_editor.edit_image(rgb, target, faces=[face]).images[0], rgb)
+
+
+def test_target_moves_a_neutral_face_towards_the_same_persons_posed_face(rig_editor, shared: Path) -> None:  # noqa: ANN001
+    """Held-out performer 01, neutral -> surprise: the edit lands nearer the posed landmarks (dlib, IOD)
+    than the neutral photo does, and nearer than the estimator's AU difference alone lands it."""
+    from dataclasses import replace
+
+    from fgfem.photo_eval import INNER
+    from fgfem.prep.au_estimator import canonical_landmarks
+
+    faces_dir = shared / "data" / "taiwanese"
+    neutral, posed = (load_image(faces_dir / name).rgb for name in ("0101a02.jpg", "0111g03.jpg"))
+
+    def canon(rgb: np.ndarray) -> np.ndarray:
+        return canonical_landmarks(np.asarray(rig_editor.find_faces(rgb)[0].landmarks, dtype=np.float64))[INNER]
+
+    target = rig_editor.target_expression(posed)
+    fitted = rig_editor.edit_image(neutral, target).images[0]
+    estimated = rig_editor.edit_image(neutral, replace(target, canon=None)).images[0]
+    goal = canon(posed)
+    err = {name: float(np.linalg.norm(canon(rgb) - goal, axis=1).mean())
+           for name, rgb in (("neutral", neutral), ("fitted", fitted), ("estimated", estimated))}
+    assert err["fitted"] < 0.8 * err["neutral"], err
+    assert err["fitted"] < err["estimated"], err
