@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,7 +89,7 @@ def anchor_points(crop_landmarks: np.ndarray) -> np.ndarray:
     iod = _iod(points)
     centre = points[:, :].mean(axis=0)
     angles = np.linspace(0.0, 2.0 * np.pi, 28, endpoint=False)
-    radius = np.array([_hull_radius(points - centre, a) for a in angles]) * ring_factor(angles)
+    radius = _hull_radii(points - centre, angles) * ring_factor(angles)
     ring = centre + radius[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1)
     forehead = points[17:27] - np.array([0.0, FOREHEAD_IOD * iod])
     return np.concatenate([ring, forehead])
@@ -107,13 +108,19 @@ def _iod(points: np.ndarray) -> float:
     return float(np.linalg.norm(points[42:48].mean(0) - points[36:42].mean(0)))
 
 
-def _hull_radius(rel: np.ndarray, angle: float) -> float:
-    """How far the landmark cloud reaches from its centre in direction ``angle`` (a cone of 25 deg)."""
-    direction = np.array([np.cos(angle), np.sin(angle)])
-    along = rel @ direction
-    across = np.abs(rel @ np.array([-direction[1], direction[0]]))
+def _hull_radii(rel: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """How far the landmark cloud reaches from its centre in each direction of ``angles`` (cones of 25 deg).
+
+    All directions at once: the field is rebuilt every video frame, and one matrix product
+    over the angles costs a tenth of a loop over them.
+    """
+    directions = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    along = rel @ directions.T
+    across = np.abs(rel @ np.stack([-directions[:, 1], directions[:, 0]], axis=0))
     inside = (along > 0) & (across < np.tan(np.radians(25)) * along)
-    return float(along[inside].max()) if inside.any() else float(np.linalg.norm(rel, axis=1).max())
+    fallback = float(np.linalg.norm(rel, axis=1).max())
+    reach = np.where(inside, along, -np.inf).max(axis=0)
+    return np.where(inside.any(axis=0), reach, fallback)
 
 
 def landmark_field(crop_landmarks: np.ndarray, crop_motion: np.ndarray, size: int, *,
@@ -124,7 +131,22 @@ def landmark_field(crop_landmarks: np.ndarray, crop_motion: np.ndarray, size: in
     resampled at all). Where the edit parts lips that touch (``lips_part``), the field tears
     along the lip line: the upper lip follows one smooth field, the lower lip another, and
     the gap between them is the mouth's inside (``CropField.cavity``).
+
+    BLAS runs single-threaded here: the systems are ~100 x 100, and a threaded solve of that
+    size spends 25x longer waking threads than solving (benchmarks/README.md).
     """
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        return _landmark_field(crop_landmarks, crop_motion, size, grid)
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _landmark_field(crop_landmarks: np.ndarray, crop_motion: np.ndarray, size: int, grid: int) -> CropField | None:
     motion = np.asarray(crop_motion, dtype=np.float64)
     if not np.any(np.abs(motion) > 1e-6):
         return None
@@ -280,7 +302,7 @@ def _window(coords: np.ndarray, points: np.ndarray, anchors: np.ndarray) -> np.n
     rel = coords - centre
     angle = np.arctan2(rel[..., 1], rel[..., 0])
     table = np.linspace(-np.pi, np.pi, 73)
-    inner = np.array([_hull_radius(points - centre, a) for a in table])
+    inner = _hull_radii(points - centre, table)
     inner = np.maximum(inner, 1e-6)
     outer = inner * ring_factor(table)
     r_in = np.interp(angle, table, inner)
