@@ -262,10 +262,12 @@ def merge_close(controls: np.ndarray, targets: np.ndarray, distance: float) -> t
     for i, j in zip(*np.nonzero(np.triu(d2 < distance**2, k=1)), strict=True):
         groups[root(int(i))] = root(int(j))
     labels = np.array([root(i) for i in range(len(controls))])
-    keys = np.unique(labels)
-    merged = np.stack([controls[labels == key].mean(0) for key in keys])
-    moved = np.stack([targets[labels == key].mean(0) for key in keys])
-    return merged, moved
+    _, group, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    merged = np.zeros((len(counts), controls.shape[1]))
+    moved = np.zeros((len(counts), targets.shape[1]))
+    np.add.at(merged, group, controls)
+    np.add.at(moved, group, targets)
+    return merged / counts[:, None], moved / counts[:, None]
 
 
 def _rbf_weights(controls: np.ndarray, targets: np.ndarray, sigma: float) -> np.ndarray:

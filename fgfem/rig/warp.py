@@ -103,7 +103,7 @@ def _warp_face(out: np.ndarray, aligned: AlignedBatch, index: int, field: CropFi
         warped[inside] = warped[inside] * (1 - alpha[inside, None]) + colour * alpha[inside, None]
         warped = np.clip(np.round(warped), 0, 255).astype(np.uint8)
         still &= ~inside
-    region[~still] = warped[~still]
+    np.copyto(region, warped, where=~still[..., None])
 
 
 def mouth_colour(region: np.ndarray, landmarks: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
