@@ -53,8 +53,22 @@ class TargetExpression:
     """The target face's canonical landmarks (68 x 2): with a rig, the change is fitted to their motion."""
 
 
-# What an edit may be: ``--au`` items, a ready relative 17-vector (0-5 scale), or a target expression.
-EditSpec = Sequence[AUEdit] | np.ndarray | TargetExpression
+@dataclass(frozen=True)
+class DrivenChange:
+    """A driving video's change at one frame: relative AUs for the generator, and the rig's change.
+
+    The driver's own landmark motion from its neutral frame is same-person motion, which the
+    rig can fit far better than the estimator reads it (``fgfem.rig.transfer``); ``rig`` is
+    that fit, played as is on every edited face. None: the faces move by ``deltas`` alone.
+    """
+
+    deltas: np.ndarray
+    rig: np.ndarray | None = None
+
+
+# What an edit may be: ``--au`` items, a ready relative 17-vector (0-5 scale), a target expression,
+# or a driver's change at one frame.
+EditSpec = Sequence[AUEdit] | np.ndarray | TargetExpression | DrivenChange
 MODES = ("delta", "crop")
 
 
@@ -214,6 +228,8 @@ class Editor:
         ``deltas`` (the estimator's difference) is the fit's prior, and stays what the
         generator is conditioned on.
         """
+        if isinstance(spec, DrivenChange) and spec.rig is not None and self.rig is not None:
+            return np.tile(np.asarray(spec.rig, dtype=np.float64), (len(faces), 1))
         if not isinstance(spec, TargetExpression) or spec.canon is None or self.rig is None or not len(faces):
             return None
         from fgfem.prep.au_estimator import canonical_landmarks
@@ -241,6 +257,8 @@ class Editor:
     def deltas_for(spec: EditSpec, source_aus: np.ndarray) -> np.ndarray:
         """F x 17 relative AU changes (0-5 scale) at intensity 1, one row per face."""
         count = len(source_aus)
+        if isinstance(spec, DrivenChange):
+            spec = np.asarray(spec.deltas, dtype=np.float32)
         if isinstance(spec, TargetExpression):
             target = np.asarray(spec.aus, dtype=np.float32).reshape(1, NUM_AUS)
             return (target - source_aus).astype(np.float32)

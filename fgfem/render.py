@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from fgfem.aus import NUM_AUS
-from fgfem.editor import Editor, EditSpec, as_tensor, check_mode
+from fgfem.editor import DrivenChange, Editor, EditSpec, as_tensor, check_mode
 from fgfem.errors import FgfemError, NoFaceError
 from fgfem.pipeline import Pipeline, Stage, chain_stages, default_compute_threads, limited_threads
 from fgfem.prep.faces.base import box_iou
@@ -344,20 +344,33 @@ class RenderStats:
 def driver_deltas(
     editor: Editor, driver: Path, *, neutral: int = 0, tracker_config: TrackerConfig | None = None
 ) -> np.ndarray:
-    """T x 17 relative AUs of a driving video: AUs(frame t) - AUs(frame ``neutral``).
+    """T x 17 relative AUs of a driving video: AUs(frame t) - AUs(frame ``neutral``)."""
+    return np.stack([change.deltas for change in driver_changes(editor, driver, neutral=neutral,
+                                                                 tracker_config=tracker_config)])
 
-    Frames where the driver's face is lost repeat the last measured change (a driver
+
+def driver_changes(
+    editor: Editor, driver: Path, *, neutral: int = 0, tracker_config: TrackerConfig | None = None
+) -> list[DrivenChange]:
+    """The driver's change at every frame against frame ``neutral``: AUs, and with a rig its fitted motion.
+
+    With a rig, each frame's landmark motion from the neutral frame (same person, canonical
+    frame) is fitted by the rig (``fgfem.rig.transfer``), the estimator's AU difference as
+    prior: what the edited face plays is the driver's motion, not only what the estimator reads
+    of it. Frames where the driver's face is lost repeat the last measured change (a driver
     who turns away should not snap the edited face back to neutral).
     """
+    from fgfem.prep.au_estimator import canonical_landmarks
     from fgfem.video import iter_frames, probe_video
 
     info = probe_video(driver)
     config = tracker_config or TrackerConfig(fps=info.fps or 25.0)
     tracker = FaceTracker(editor.backend, config)
-    measured: list[np.ndarray | None] = []
+    measured: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
     for rgb in iter_frames(driver):
         faces = tracker.update(rgb)
-        measured.append(editor.measure_aus(faces[:1])[0] if faces else None)
+        measured.append((editor.measure_aus(faces[:1])[0], editor.raw_aus(faces[:1])[0],
+                         canonical_landmarks(np.asarray(faces[0].landmarks, dtype=np.float64))) if faces else None)
     if not measured:
         raise FgfemError(f"driving video {driver.name} has no frames")
     if not 0 <= neutral < len(measured):
@@ -366,13 +379,21 @@ def driver_deltas(
     if base is None:
         raise NoFaceError(f"no face in frame {neutral} of the driving video; choose a neutral frame with "
                           "--driver-neutral N")
-    deltas = np.zeros((len(measured), NUM_AUS), dtype=np.float32)
-    last = np.zeros(NUM_AUS, dtype=np.float32)
-    for t, aus in enumerate(measured):
-        if aus is not None:
-            last = (aus - base).astype(np.float32)
-        deltas[t] = last
-    return deltas
+    base_aus, base_raw, base_canon = base
+    changes: list[DrivenChange] = []
+    last = DrivenChange(deltas=np.zeros(NUM_AUS, dtype=np.float32))
+    for frame in measured:
+        if frame is not None:
+            deltas = (frame[0] - base_aus).astype(np.float32)
+            rig = None
+            if editor.rig is not None:
+                from fgfem.rig.transfer import fit_expression_change
+
+                prior = editor.rig_change(base_raw[None], deltas[None])
+                rig = fit_expression_change(editor.rig, base_canon[None], frame[2], prior)[0]
+            last = DrivenChange(deltas=deltas, rig=rig)
+        changes.append(last)
+    return changes
 
 
 def render_video(

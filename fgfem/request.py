@@ -130,7 +130,7 @@ class EditRequest:
             raise FgfemError("say what to change: give --au, --expression or --target")
         return load_target(editor, self.target)
 
-    def video_spec(self, editor: Editor) -> EditSpec | Callable[[int], np.ndarray]:
+    def video_spec(self, editor: Editor) -> EditSpec | Callable[[int], EditSpec]:
         """What ``fgfem.render.render_video`` takes: ``spec``'s, or a driver's change at each frame index.
 
         A driver is measured frame by frame here (the slow part before a driven render);
@@ -138,10 +138,10 @@ class EditRequest:
         """
         if self.driver is None:
             return self.spec(editor)
-        from fgfem.render import driver_deltas
+        from fgfem.render import driver_changes
 
-        deltas = driver_deltas(editor, self.driver, neutral=self.driver_neutral)
-        return lambda index: deltas[min(index, len(deltas) - 1)]
+        changes = driver_changes(editor, self.driver, neutral=self.driver_neutral)
+        return lambda index: changes[min(index, len(changes) - 1)]
 
 
 def check_render(source: Path, out: Path, *, driver: Path | None, intensity: float, batch: int, redetect: int,

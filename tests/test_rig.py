@@ -355,3 +355,37 @@ def test_target_moves_a_neutral_face_towards_the_same_persons_posed_face(rig_edi
            for name, rgb in (("neutral", neutral), ("fitted", fitted), ("estimated", estimated))}
     assert err["fitted"] < 0.8 * err["neutral"], err
     assert err["fitted"] < err["estimated"], err
+
+
+def test_driver_motion_is_fitted_by_the_rig(rig_editor, shared: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    """A driving clip of one held-out performer, neutral then surprised: at the neutral frame nothing
+    moves; at the surprised frame the rig's fitted change plays the driver's own landmark motion
+    closer than the estimator's AU difference does (canonical frame, inner points)."""
+    import imageio.v2 as imageio
+
+    from fgfem.photo_eval import INNER
+    from fgfem.prep.au_estimator import canonical_landmarks
+    from fgfem.render import driver_changes
+
+    faces_dir = shared / "data" / "taiwanese"
+    frames = [load_image(faces_dir / name).rgb for name in ("0101a02.jpg", "0101a02.jpg", "0111g03.jpg", "0111g03.jpg")]
+    height, width = (min(f.shape[i] for f in frames) // 16 * 16 for i in (0, 1))
+    clip = tmp_path / "driver.mp4"
+    imageio.mimwrite(clip, [f[:height, :width] for f in frames], fps=4, codec="libx264", quality=10,
+                     macro_block_size=16)
+    changes = driver_changes(rig_editor, clip)
+    assert len(changes) == 4 and changes[0].rig is not None
+    assert np.abs(changes[0].rig).max() < 1e-6 and not np.any(changes[0].deltas)
+
+    def canon(rgb: np.ndarray) -> np.ndarray:
+        return canonical_landmarks(np.asarray(rig_editor.find_faces(rgb[:height, :width])[0].landmarks, np.float64))
+
+    neutral, posed = canon(frames[0]), canon(frames[2])
+    raw = rig_editor.raw_aus(rig_editor.find_faces(frames[0][:height, :width]))
+    by_estimator = rig_editor.rig_change(raw, changes[3].deltas[None])[0]
+
+    def error(change: np.ndarray) -> float:
+        played = neutral + rig_editor.rig.canonical_motion(change)
+        return float(np.linalg.norm(played[INNER] - posed[INNER], axis=1).mean())
+
+    assert error(changes[3].rig) < 0.8 * error(by_estimator)
