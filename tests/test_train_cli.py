@@ -98,6 +98,7 @@ def test_set_and_config_start_a_run_from_another_run_settings(tiny_train_data: P
     (["--set", "lambda_gp=-1"], "--lambda-gp must be a number >= 0"),
     (["--config", "missing.json"], "--config missing.json: cannot read it"),
     (["--resume", "--config", "x.json"], "--config is for starting a run"),
+    (["--device", "GPU"], "'GPU' is not auto, cpu, cuda, cuda:N or mps"),  # the shared --device's own check
 ])
 def test_bad_settings_are_one_line_errors(args: list[str], message: str, tiny_train_data: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,6 +20,7 @@ import typer
 from rich.markup import escape
 
 from fgfem.cli.app import app, console, err_console
+from fgfem.cli.options import OPTIONS, Command
 from fgfem.errors import FgfemError
 from fgfem.train.config import SETTINGS, SHORTHANDS
 from fgfem.train.settings import HIDDEN, REMOVED, SHOWN, Setting, parse_assignments
@@ -71,8 +72,13 @@ def _option(setting: Setting) -> inspect.Parameter:
     flag = setting.flag or f"--{setting.key.replace('_', '-')}"
     decls = [f"{flag}/--no-{flag[2:]}"] if setting.kind is bool and setting.cli != REMOVED else [flag]
     default = f" Default: {_default_text(setting.default)}." if setting.default is not None else ""
-    info = typer.Option(None, *decls, help=escape(setting.help + default), show_default=False,
-                        hidden=setting.cli != SHOWN, rich_help_panel=_PANELS[setting.group])
+    place = {"hidden": setting.cli != SHOWN, "rich_help_panel": _PANELS[setting.group]}
+    shared = OPTIONS.get(setting.key)
+    if shared is not None:  # an option every command shares (--device): its spelling, help and parser
+        info = typer.Option(None, *shared.decls, help=shared.help + default, **place, **dict(shared.settings))
+        return inspect.Parameter(setting.key, inspect.Parameter.KEYWORD_ONLY, default=info,
+                                 annotation=shared.annotation | None)
+    info = typer.Option(None, *decls, help=escape(setting.help + default), show_default=False, **place)
     kind = str if setting.cli == REMOVED else setting.kind
     return inspect.Parameter(setting.key, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind | None)
 
@@ -135,7 +141,7 @@ _GENERATED = [_option(s) for s in command_line_settings()]
 _SETTING_KEYS = [p.name for p in _GENERATED]
 _train_command.__signature__ = inspect.Signature([*_FIXED[:4], *_GENERATED, *_FIXED[4:]])  # type: ignore[attr-defined]
 _train_command.__annotations__ = {p.name: p.annotation for p in [*_FIXED, *_GENERATED]}
-app.command("train", help=_TRAIN_HELP)(_train_command)
+app.command("train", cls=Command, help=_TRAIN_HELP)(_train_command)
 
 
 @app.command("export")
