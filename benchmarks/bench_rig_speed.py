@@ -85,14 +85,18 @@ def main(argv: list[str] | None = None) -> int:
         if clip is None:
             print("render: shared data not found (set FGFEM_SHARED); skipped")
             return 0
-        fps: dict[str, float] = {}
-        for name, editor in editors.items():
-            stats = render_video(editor, clip, Path(tmp) / f"out-{name.replace(' ', '')}.mp4", delta, force=True,
-                                 keep_audio=False)
-            fps[name] = stats.frames / stats.seconds
-        print(f"\nrender of {args.frames} frames of 720p (AU12 +1), frames per second counted from the first frame:")
+        runs: dict[str, list[float]] = {name: [] for name in editors}
+        for _ in range(args.rounds):  # interleaved, like the edits: the neighbours' load falls on both
+            for name, editor in editors.items():
+                stats = render_video(editor, clip, Path(tmp) / f"out-{name.replace(' ', '')}.mp4", delta,
+                                     force=True, keep_audio=False)
+                runs[name].append(stats.frames / stats.seconds)
+        fps = {name: statistics.median(values) for name, values in runs.items()}
+        print(f"\nrender of {args.frames} frames of 720p (AU12 +1), frames per second counted from the first frame, "
+              f"median of {args.rounds} interleaved renders:")
         for name, value in fps.items():
-            print(f"  {name:7s} {value:.1f} fps  ({value / fps['no rig']:.2f}x no rig)")
+            print(f"  {name:7s} {value:.1f} fps  ({value / fps['no rig']:.2f}x no rig; "
+                  f"runs {' '.join(f'{v:.1f}' for v in runs[name])})")
     return 0
 
 

@@ -236,7 +236,8 @@ class Editor:
         from fgfem.rig.transfer import fit_expression_change
 
         source = canonical_landmarks(np.stack([np.asarray(f.landmarks, dtype=np.float64) for f in faces]))
-        return fit_expression_change(self.rig, source, spec.canon, self.rig_change(self.raw_aus(faces), deltas))
+        raw = self.raw_aus(faces)
+        return fit_expression_change(self.rig, source, spec.canon, self.rig_change(raw, deltas), source_raw=raw)
 
     @staticmethod
     def rig_change(raw: np.ndarray, deltas: np.ndarray) -> np.ndarray:

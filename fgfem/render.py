@@ -390,7 +390,7 @@ def driver_changes(
                 from fgfem.rig.transfer import fit_expression_change
 
                 prior = editor.rig_change(base_raw[None], deltas[None])
-                rig = fit_expression_change(editor.rig, base_canon[None], frame[2], prior)[0]
+                rig = fit_expression_change(editor.rig, base_canon[None], frame[2], prior, source_raw=base_raw[None])[0]
             last = DrivenChange(deltas=deltas, rig=rig)
         changes.append(last)
     return changes

@@ -325,6 +325,15 @@ def test_transfer_fit_recovers_the_change_that_moved_the_landmarks(rig: AURig, n
     prior = single("AU01", 0.7)[None]
     strong = fit_expression_change(rig, source[None], target, prior, prior_weight=100.0)[0]
     assert np.allclose(strong, prior[0], atol=0.01)
+    # Bounds: no AU of the source goes below 0 (AU26 reads 0.2: -0.5 is asked, -0.2 is played), and the
+    # fit stays within `trust` of the prior (AU12 +1.2 asked, at most 0.5 from a zero prior).
+    raw = np.zeros((1, NUM_AUS))
+    raw[0, AU_CODES.index("AU26")] = 0.2
+    bounded = fit_expression_change(rig, source[None], target, np.zeros((1, NUM_AUS)), source_raw=raw,
+                                    prior_weight=0.01, trust=0.5)[0]
+    assert bounded[AU_CODES.index("AU26")] == pytest.approx(-0.2, abs=1e-6)
+    assert bounded[AU_CODES.index("AU12")] == pytest.approx(0.5, abs=1e-6)
+    assert np.all(np.abs(bounded) <= 0.5 + 1e-9)
 
 
 def test_target_of_the_photo_itself_leaves_it_bit_for_bit(rig_editor, neutral_face) -> None:  # noqa: ANN001
