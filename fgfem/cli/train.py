@@ -29,10 +29,13 @@ _RESUME_HELP = "Continue the run in --run from its latest checkpoint, bit for bi
 _PANELS = {"nets": "Networks", "data": "Data", "loss": "Loss", "optim": "Optimisation", "run": "Run"}
 _TRAIN_HELP = """Train the generator and critic (WGAN-GP with relative AUs, Ling et al. 2020).
 
-    Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits; continue
-    with --resume. Several GPUs or processes: [bold]torchrun --nproc-per-node 4 -m fgfem train ...[/]
-    The options listed are the shipped model's recipe and the documented uses; every other
-    setting (the keys of a run's config.json) is given with --set KEY=VALUE or --config FILE.
+    Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits; continue with --resume.
+
+    Training on several GPUs or in several processes is started with torchrun, for example \
+[bold]torchrun --nproc-per-node 4 -m fgfem train ...[/]
+
+    The options listed are the shipped model's recipe and the documented uses; every other setting \
+(the keys of a run's config.json) is given with --set KEY=VALUE or --config FILE.
 
     Examples:
       [bold]fgfem train data/faces --run runs/lite --preset lite --epochs 20[/]
