@@ -35,8 +35,8 @@ def prep_command(
 ) -> None:
     """Detect, align and crop every face, and label its AUs.
 
-    Rerunning continues where a killed run stopped and skips finished files. --face keeps
-    the largest face or all faces of each photo.
+    Rerunning continues where a killed run stopped and skips finished files. --face keeps \
+the largest face or all faces of each photo.
 
     Examples:
       [bold]fgfem prep raw_photos/ data/[/]

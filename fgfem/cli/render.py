@@ -40,10 +40,10 @@ def render(
 ) -> None:
     """Edit the expression of the face(s) in every frame of a video.
 
-    Frames without a face pass through unchanged; the face is tracked between frames
-    and its landmarks smoothed, so the edit does not flicker. Every frame keeps its
-    presentation time (variable frame rates and a video that starts after its audio
-    stay in sync), and the pixel aspect ratio and colour tags are kept.
+    Frames without a face pass through unchanged; the face is tracked between frames \
+and its landmarks smoothed, so the edit does not flicker. Every frame keeps its \
+presentation time (variable frame rates and a video that starts after its audio \
+stay in sync), and the pixel aspect ratio and colour tags are kept.
 
     Examples:
       [bold]fgfem render clip.mp4 --au 12=+1.0 -o smile.mp4[/]

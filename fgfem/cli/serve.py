@@ -20,8 +20,8 @@ def serve(
 ) -> None:
     """Open the expression editor in a browser: one slider per AU, live preview, emotion presets.
 
-    Runs offline on this machine (no share link, no CDN, no analytics). Needs the app extra:
-    pip install "fgfem[app]".
+    Runs offline on this machine (no share link, no CDN, no analytics). Needs the app extra: \
+[bold]pip install "fgfem\\[app]"[/]
 
     Examples:
       [bold]fgfem serve[/]                          then open http://127.0.0.1:7860/
