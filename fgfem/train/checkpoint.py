@@ -25,6 +25,7 @@ from torch import nn
 
 from fgfem.atomic import write_bytes, write_text
 from fgfem.errors import FgfemError
+from fgfem.weights.keys import CRITIC_PREFIX, GENERATOR_PREFIX, with_prefix, without_prefix
 
 FORMAT = "fgfem-train-checkpoint/1"
 CHECKPOINT_DIR = "checkpoints"
@@ -60,12 +61,12 @@ def save_checkpoint(run_dir: Path, *, generator: nn.Module, critic: nn.Module, o
                     opt_d: torch.optim.Optimizer, meta: dict[str, Any], keep_last: int) -> Path:
     """Write ``checkpoints/step-N.safetensors`` (N = ``meta["step"]``), point ``latest`` at it, prune old ones."""
     tensors: dict[str, torch.Tensor] = {}
-    tensors.update(_prefixed("G/", generator.state_dict()))
-    tensors.update(_prefixed("D/", critic.state_dict()))
+    tensors.update(with_prefix(GENERATOR_PREFIX, generator.state_dict()))
+    tensors.update(with_prefix(CRITIC_PREFIX, critic.state_dict()))
     optimizers = {}
     for name, opt in (("opt_g", opt_g), ("opt_d", opt_d)):
         opt_tensors, optimizers[name] = _split_optimizer(opt.state_dict())
-        tensors.update(_prefixed(f"{name}/", opt_tensors))
+        tensors.update(with_prefix(f"{name}/", opt_tensors))
     tensors["rng/torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for index, state in enumerate(torch.cuda.get_rng_state_all()):
@@ -81,10 +82,6 @@ def save_checkpoint(run_dir: Path, *, generator: nn.Module, critic: nn.Module, o
     write_text(folder / LATEST, path.name + "\n")
     prune_checkpoints(folder, keep_last, protect=path.name)
     return path
-
-
-def _prefixed(prefix: str, state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    return {prefix + key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
 
 
 def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -175,10 +172,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
 def restore(checkpoint: Checkpoint, *, generator: nn.Module, critic: nn.Module, opt_g: torch.optim.Optimizer,
             opt_d: torch.optim.Optimizer, rng: bool = True) -> None:
     """Put networks, optimisers and (with ``rng``) every random generator back where the checkpoint left them."""
-    generator.load_state_dict(_unprefixed("G/", checkpoint.tensors))
-    critic.load_state_dict(_unprefixed("D/", checkpoint.tensors))
+    generator.load_state_dict(without_prefix(GENERATOR_PREFIX, checkpoint.tensors))
+    critic.load_state_dict(without_prefix(CRITIC_PREFIX, checkpoint.tensors))
     for name, opt in (("opt_g", opt_g), ("opt_d", opt_d)):
-        opt.load_state_dict(_join_optimizer(_unprefixed(f"{name}/", checkpoint.tensors),
+        opt.load_state_dict(_join_optimizer(without_prefix(f"{name}/", checkpoint.tensors),
                                             checkpoint.meta["optimizers"][name]))
     if rng:
         torch.set_rng_state(checkpoint.tensors["rng/torch"])
@@ -189,10 +186,6 @@ def restore(checkpoint: Checkpoint, *, generator: nn.Module, critic: nn.Module, 
         np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
         version, internal, gauss = checkpoint.meta["rng"]["python"]
         random.setstate((version, tuple(internal), gauss))
-
-
-def _unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _join_optimizer(tensors: dict[str, torch.Tensor], stored: dict[str, Any]) -> dict[str, Any]:

@@ -246,7 +246,9 @@ def export_generator(
 
     ``dtype`` float16 halves the file for shipping; loading casts back to float32.
     """
+    from fgfem.media import check_writable
     from fgfem.weights import STORAGE_DTYPES, save_generator
+    from fgfem.weights.keys import GENERATOR_PREFIX, without_prefix
 
     by_name = {name: torch_dtype for torch_dtype, name in STORAGE_DTYPES.items()}
     if dtype not in by_name:
@@ -257,12 +259,11 @@ def export_generator(
     if found is None:
         raise FgfemError(f"{run_dir} holds no checkpoint to export; train first (fgfem train DATA --run {run_dir})")
     out = Path(out) if out is not None else run_dir / EXPORT
-    if out.exists() and not force:
-        raise FgfemError(f"{out} exists; pass --force to overwrite it")
+    check_writable(out, force=force)
     checkpoint = load_checkpoint(found)
     net_cfg = NetConfig.from_dict(checkpoint.meta["net"])
     generator = Generator(net_cfg)
-    generator.load_state_dict({k[2:]: v for k, v in checkpoint.tensors.items() if k.startswith("G/")})
+    generator.load_state_dict(without_prefix(GENERATOR_PREFIX, checkpoint.tensors))
     generator.eval()
     summary = {
         "steps": checkpoint.step,

@@ -12,14 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import safetensors
 import safetensors.torch
 import torch
 from torch import nn
 
 from fgfem.errors import FgfemError
 from fgfem.train.checkpoint import latest_checkpoint, load_checkpoint
-from fgfem.weights import read_weights_info
+from fgfem.weights import is_training_checkpoint, read_weights_info
+from fgfem.weights.keys import CRITIC_PREFIX, GENERATOR_PREFIX, without_prefix
 
 
 @dataclass(frozen=True)
@@ -66,22 +66,17 @@ def _read_states(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.T
         raise FgfemError(f"--init {path} does not exist")
     if _is_checkpoint(path):
         tensors = load_checkpoint(path).tensors
-        return _prefixed(tensors, "G/"), _prefixed(tensors, "D/")
+        return without_prefix(GENERATOR_PREFIX, tensors), without_prefix(CRITIC_PREFIX, tensors)
     read_weights_info(path)  # one clear line if it is not an fgfem weights file
     return safetensors.torch.load_file(str(path)), None
 
 
 def _is_checkpoint(path: Path) -> bool:
+    """``fgfem.weights.is_training_checkpoint``, its refusal worded for ``--init``."""
     try:
-        with safetensors.safe_open(str(path), framework="pt") as handle:
-            return "fgfem_checkpoint" in (handle.metadata() or {})
-    except Exception as problem:  # not a safetensors file at all
-        raise FgfemError(f"--init {path} is not a .safetensors checkpoint or weights file "
-                         f"({type(problem).__name__})") from None
-
-
-def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        return is_training_checkpoint(path)
+    except FgfemError as problem:  # not a safetensors file at all, or a damaged one
+        raise FgfemError(f"--init {path} is not a .safetensors checkpoint or weights file ({problem})") from None
 
 
 def _copy_matching(network: nn.Module, state: dict[str, torch.Tensor]) -> tuple[int, list[str], list[str]]:
