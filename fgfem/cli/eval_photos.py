@@ -21,13 +21,11 @@ def run_photo_eval(data: Path, weights: Path | None, *, aus: str, intensity: flo
     from fgfem.atomic import write_text
     from fgfem.aus import AU_CODES, au_index
     from fgfem.cli.options import load_editor
-    from fgfem.media import check_folder_writable, iter_image_files
+    from fgfem.media import check_writable, iter_image_files
     from fgfem.photo_eval import evaluate_photos, read_pairs
 
     if out is not None:
-        if out.exists() and not force:
-            raise FgfemError(f"{out} exists; pass --force to overwrite it")
-        check_folder_writable(out.parent)
+        check_writable(out, force=force)
     if not data.is_dir():
         raise FgfemError(f"--photos: {data} is not a folder of photos")
     codes = [AU_CODES[au_index(a.strip())] for a in aus.split(",") if a.strip()]

@@ -17,6 +17,7 @@ from torch import nn
 
 from fgfem.atomic import atomic_path
 from fgfem.aus import AU_SCALE, NUM_AUS, au_index
+from fgfem.tensor_images import to_uint8
 
 PREVIEW_EDITS: tuple[tuple[str, dict[str, float]], ...] = (
     ("zero", {}),
@@ -51,7 +52,7 @@ def preview_grid(generator: nn.Module, faces: torch.Tensor, *,
             columns.append(generator(faces, rel.expand(faces.shape[0], -1)).float())
     generator.train(was_training)
     grid = torch.cat([torch.cat(list(col), dim=-1) for col in zip(*columns, strict=True)], dim=-2)  # rows of faces
-    return ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    return to_uint8(grid)
 
 
 def save_preview(path: Path, grid: np.ndarray, face_size: int) -> None:
