@@ -203,13 +203,12 @@ class Command(TyperCommand):
 def load_editor(weights: Path | None, device: str, backend: str, precision: str = "auto") -> Editor:
     """Load the model once, with a status line (it is the slow part of a single edit).
 
-    ``weights`` may be a run folder or a checkpoint of ``fgfem train``: it is resolved to the file here.
+    ``weights`` may be a run folder or a checkpoint of ``fgfem train``: ``Editor.from_weights`` resolves it
+    (``fgfem.weights.locate_weights``, the one lookup every command shares).
     """
     from fgfem.editor import Editor
     from fgfem.perf import check_precision_name
-    from fgfem.weights import resolve_weights
 
     precision = check_precision_name(precision)
-    path = resolve_weights(weights) if weights is not None else None
     with console.status("loading the model"):
-        return Editor.from_weights(path, device=device, backend=backend, precision=precision)
+        return Editor.from_weights(weights, device=device, backend=backend, precision=precision)
