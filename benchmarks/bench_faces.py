@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fgfem.faces import get_backend
+from fgfem.faces.align import align_faces
+from fgfem.faces.paste import paste_back
 from fgfem.media import load_image
 from fgfem.paths import shared_dir
-from fgfem.prep.align import align_faces
-from fgfem.prep.faces import get_backend
-from fgfem.prep.paste import paste_back
 
 SAMPLES = ("pyfeat/single_face.jpg", "pyfeat/0-f1-su-ph.jpg", "pyfeat/multi_face.jpg",
            "misc/insightface_t1.jpg", "misc/astronaut.png", "pyfeat/free-mountain-vector-01.jpg")

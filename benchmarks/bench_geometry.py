@@ -160,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shared data not found at {data} (set FGFEM_SHARED)", file=sys.stderr)
         return 2
     from fgfem.editor import Editor
+    from fgfem.faces import get_backend
     from fgfem.photo_eval import PhotoJudge
-    from fgfem.prep.faces import get_backend
     from fgfem.rig.store import put_rig
 
     print(f"CPU: {cpu_line()}")

@@ -9,7 +9,7 @@ Source: the Taiwanese facial expression database in ``$FGFEM_SHARED/data/taiwane
 the AUs of the same performer's neutral photos (their mean) are subtracted, so the
 profile is the change a person makes, not anyone's resting face. Each performer counts
 once: the per-performer mean change is averaged over performers. AUs come from the
-landmark estimator ``fgfem.prep.au_estimator.estimate_aus`` on dlib's 68 landmarks of
+landmark estimator ``fgfem.au_reading.estimator.estimate_aus`` on dlib's 68 landmarks of
 the largest face, the same readout ``fgfem serve`` shows and ``fgfem edit`` measures.
 
 A preset keeps an AU only where the change is clear: |mean| >= ``MIN_CHANGE`` and at
@@ -58,7 +58,7 @@ def landmarks_of(paths: list[Path], cache: Path | None) -> dict[str, np.ndarray]
     """68x2 dlib landmarks of the largest face per photo name (NaN where no face was found)."""
     from PIL import Image
 
-    from fgfem.prep.faces import detect_faces, get_backend
+    from fgfem.faces import detect_faces, get_backend
 
     store: dict[str, np.ndarray] = {}
     if cache is not None and cache.is_file():
@@ -81,7 +81,7 @@ def landmarks_of(paths: list[Path], cache: Path | None) -> dict[str, np.ndarray]
 
 def measure(landmarks: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     """Per emotion: mean change over performers, agreement, performer and photo counts; plus neutral."""
-    from fgfem.prep.au_estimator import estimate_aus
+    from fgfem.au_reading.estimator import estimate_aus
 
     names = [n for n, lm in landmarks.items() if np.isfinite(lm).all()]
     aus = dict(zip(names, np.asarray(estimate_aus(np.stack([landmarks[n] for n in names])), np.float64),
@@ -146,7 +146,9 @@ def print_report(measured: dict[str, dict[str, np.ndarray]]) -> None:
 
 def calibration_sha256() -> str:
     """Fingerprint of the AU estimator's fitted constants the profiles were measured with."""
-    return hashlib.sha256((SOURCE_ROOT / "fgfem" / "prep" / "au_calibration.py").read_bytes()).hexdigest()
+    from fgfem.au_reading.estimator import CALIBRATION_FILE
+
+    return hashlib.sha256(CALIBRATION_FILE.read_bytes()).hexdigest()
 
 
 def write_profiles(measured: dict[str, dict[str, np.ndarray]]) -> Path:
@@ -169,7 +171,7 @@ def write_profiles(measured: dict[str, dict[str, np.ndarray]]) -> Path:
         *(f'    "{emotion}": {fmt(preset_of(measured[emotion]))},' for emotion in ORDER),
         "}",
         f"NEUTRAL_TARGET: tuple[float, ...] = {fmt(np.clip(measured['neutral']['mean'], 0, 5), 4)}",
-        "# sha256 of fgfem/prep/au_calibration.py when measured: the presets are stale once the estimator changes.",
+        "# sha256 of fgfem/au_reading/calibration.py when measured: the presets are stale once the estimator changes.",
         f'CALIBRATION_SHA256 = "{calibration_sha256()}"',
         "MEASURED_ON = {  # performers, photos",
         *(f'    "{e}": ({int(measured[e]["performers"])}, {int(measured[e]["photos"])}),' for e in (*ORDER, "neutral")),

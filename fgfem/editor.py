@@ -6,7 +6,7 @@ edit is first geometry: the rig says where each landmark goes so that the AU est
 reads the asked target back, a dense field carries that to every pixel, and the photo is
 resampled once at its own resolution (``Editor.geometry``, ``Editor.compose``). The
 generator then adds what geometry cannot (``Editor.appearance``, on the rig-warped crop),
-and only its *change* is pasted back (``fgfem.prep.paste``). Without a rig the generator
+and only its *change* is pasted back (``fgfem.faces.paste``). Without a rig the generator
 does both, as before. All faces of a photo and all requested intensities go through the
 generator in one batched forward pass.
 
@@ -33,8 +33,8 @@ from fgfem.perf import FastGenerator, choose_plan
 from fgfem.tensor_images import to_uint8 as to_uint8_images
 
 if TYPE_CHECKING:
-    from fgfem.prep.align import AlignedBatch
-    from fgfem.prep.faces import Face, FaceBackend
+    from fgfem.faces import Face, FaceBackend
+    from fgfem.faces.align import AlignedBatch
     from fgfem.rig.field import CropField
     from fgfem.rig.model import AURig
 
@@ -171,7 +171,7 @@ class Editor:
     def backend(self) -> FaceBackend:
         """The face backend, created on first use (so a generator-only Editor needs no face models)."""
         if isinstance(self._backend_spec, str):
-            from fgfem.prep.faces import get_backend
+            from fgfem.faces import get_backend
 
             self._backend_spec = get_backend(self._backend_spec)
         return self._backend_spec
@@ -179,7 +179,7 @@ class Editor:
     # ----------------------------------------------------------------- faces and AUs
     def find_faces(self, rgb: np.ndarray, face: str = "largest") -> list[Face]:
         """Detected faces (with 68 landmarks) chosen by ``--face largest|all|N``; NoFaceError if none."""
-        from fgfem.prep.faces import detect_faces, no_face_message
+        from fgfem.faces import detect_faces, no_face_message
 
         faces = detect_faces(self.backend, rgb, face)
         if not faces:
@@ -189,7 +189,7 @@ class Editor:
     @staticmethod
     def raw_aus(faces: Sequence[Face]) -> np.ndarray:
         """F x 17 AU readings before the 0-5 clip (what the rig must move from)."""
-        from fgfem.prep.au_estimator import raw_aus
+        from fgfem.au_reading.estimator import raw_aus
 
         if not faces:
             return np.zeros((0, NUM_AUS), dtype=np.float64)
@@ -199,7 +199,7 @@ class Editor:
     @staticmethod
     def measure_aus(faces: Sequence[Face]) -> np.ndarray:
         """F x 17 AU intensities (0-5) estimated from each face's landmarks."""
-        from fgfem.prep.au_estimator import estimate_aus
+        from fgfem.au_reading.estimator import estimate_aus
 
         if not faces:
             return np.zeros((0, NUM_AUS), dtype=np.float32)
@@ -212,7 +212,7 @@ class Editor:
             faces = self.find_faces(rgb, "largest")
         except NoFaceError:
             raise NoFaceError(f"no face found in the {label} image; expression transfer needs one") from None
-        from fgfem.prep.au_estimator import canonical_landmarks
+        from fgfem.au_reading.estimator import canonical_landmarks
 
         return TargetExpression(aus=self.measure_aus(faces[:1])[0], label=label,
                                 canon=canonical_landmarks(np.asarray(faces[0].landmarks, dtype=np.float64)))
@@ -232,7 +232,7 @@ class Editor:
             return np.tile(np.asarray(spec.rig, dtype=np.float64), (len(faces), 1))
         if not isinstance(spec, TargetExpression) or spec.canon is None or self.rig is None or not len(faces):
             return None
-        from fgfem.prep.au_estimator import canonical_landmarks
+        from fgfem.au_reading.estimator import canonical_landmarks
         from fgfem.rig.transfer import fit_expression_change
 
         source = canonical_landmarks(np.stack([np.asarray(f.landmarks, dtype=np.float64) for f in faces]))
@@ -341,7 +341,7 @@ class Editor:
         """
         if self.rig is None or len(aligned) == 0:
             return [None] * len(aligned)
-        from fgfem.prep.align import landmarks_in_crop
+        from fgfem.faces.align import landmarks_in_crop
         from fgfem.rig.field import landmark_field
 
         change = self.rig_change(self.raw_aus(aligned.faces), deltas) if changes is None else changes
@@ -447,13 +447,13 @@ class Editor:
         return edited, reference, images
 
     def align(self, rgb: np.ndarray, faces: Sequence[Face]) -> Any:
-        from fgfem.prep.align import align_faces
+        from fgfem.faces.align import align_faces
 
         return align_faces(rgb, list(faces), size=self.image_size)
 
     @staticmethod
     def paste(rgb: np.ndarray, edited: torch.Tensor, reference: torch.Tensor, aligned: Any, *, mode: str) -> np.ndarray:
-        from fgfem.prep.paste import paste_back
+        from fgfem.faces.paste import paste_back
 
         return paste_back(rgb, edited, reference, aligned, mode=mode)
 

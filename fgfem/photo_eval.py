@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from fgfem.au_reading.estimator import canonical_landmarks
 from fgfem.aus import AU_CODES, NUM_AUS
 from fgfem.errors import NoFaceError
-from fgfem.prep.au_estimator import canonical_landmarks
 from fgfem.rig.regions import AU_REGIONS
 
 INNER = np.arange(17, 68)
@@ -126,7 +126,7 @@ class PhotoJudge:
         self._predictor = None
         if identity:
             from fgfem.evaluate import IDENTITY_MODEL, _load_recognizer
-            from fgfem.prep.faces.dlib_backend import models_dir
+            from fgfem.faces.dlib_backend import models_dir
 
             folder = models_dir()
             if folder is not None and (folder / IDENTITY_MODEL).is_file():
@@ -134,7 +134,7 @@ class PhotoJudge:
 
     def measure(self, rgb: np.ndarray) -> FaceMeasure:
         """The largest face's landmarks (and descriptor); NoFaceError when there is none."""
-        from fgfem.prep.faces import detect_faces
+        from fgfem.faces import detect_faces
 
         faces = detect_faces(self.backend, rgb, "largest")
         if not faces:
@@ -156,7 +156,7 @@ class PhotoJudge:
 
 
 def _read_back(before: np.ndarray, after: np.ndarray, au: str) -> float:
-    from fgfem.prep.au_estimator import estimate_aus
+    from fgfem.au_reading.estimator import estimate_aus
 
     k = AU_CODES.index(au)
     return float(estimate_aus(after)[k] - estimate_aus(before)[k])
@@ -174,7 +174,7 @@ def locality(before: np.ndarray, after: np.ndarray, au: str) -> float:
     canonical frame hangs on the eye centres, which an eyelid AU moves, and that would
     otherwise count as every other landmark moving.
     """
-    from fgfem.prep.align import umeyama
+    from fgfem.faces.align import umeyama
 
     outside = [i for i in INNER if i not in AU_REGIONS[au]]
     matrix = umeyama(after[outside], before[outside])
@@ -186,7 +186,7 @@ def laplacian_variance(rgb: np.ndarray, points: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian of the grey image inside the landmarks' convex hull."""
     from PIL import Image, ImageDraw
 
-    from fgfem.prep.paste import convex_hull
+    from fgfem.faces.paste import convex_hull
 
     grey = np.asarray(Image.fromarray(np.ascontiguousarray(rgb[..., :3])).convert("L"), dtype=np.float64)
     lap = (-4 * grey[1:-1, 1:-1] + grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:])

@@ -36,7 +36,7 @@ NEUTRAL_TARGET: tuple[float, ...] = (
     0.12, 0.09, 0.14, 0.12, 0.15, 0.03, 0.09, 0.06, 0.24, 0.15, 0.05, 0.10, 0.09, 0.20, 0.07,
     0.08, 0.13,
 )
-# sha256 of fgfem/prep/au_calibration.py when measured: the presets are stale once the estimator changes.
+# sha256 of fgfem/au_reading/calibration.py when measured: the presets are stale once the estimator changes.
 CALIBRATION_SHA256 = "07313175b4dc7b61ba81d3a882cb4151214b4a757c798c206d4db07704af1172"
 MEASURED_ON = {  # performers, photos
     "happy": (16, 132),

@@ -29,11 +29,11 @@ import torch
 from fgfem.aus import NUM_AUS
 from fgfem.editor import DrivenChange, Editor, EditSpec, as_tensor, check_mode
 from fgfem.errors import FgfemError, NoFaceError
+from fgfem.faces.base import box_iou
 from fgfem.pipeline import Pipeline, Stage, chain_stages, default_compute_threads, limited_threads
-from fgfem.prep.faces.base import box_iou
 
 if TYPE_CHECKING:
-    from fgfem.prep.faces import Face, FaceBackend
+    from fgfem.faces import Face, FaceBackend
 def frame_difference(a: np.ndarray, b: np.ndarray) -> float:
     """Mean absolute difference of two frames on a coarse grid: a cheap scene-cut detector."""
     step = max(1, min(a.shape[0], a.shape[1]) // 64)
@@ -95,7 +95,7 @@ class FaceTracker:
 
     Between detections the face is *followed*: the landmark model runs inside the box of
     the previous frame's landmarks, which costs a fraction of a detection. Smoothing is
-    a One-Euro filter per face (``fgfem.prep.smoothing``), reset whenever a face is
+    a One-Euro filter per face (``fgfem.faces.smoothing``), reset whenever a face is
     re-acquired so that it never drags landmarks across a cut.
     """
 
@@ -108,7 +108,7 @@ class FaceTracker:
         self.detections = 0
 
     def _detect(self, rgb: np.ndarray) -> list[Face]:
-        from fgfem.prep.faces import detect_faces
+        from fgfem.faces import detect_faces
 
         self.detections += 1
         return detect_faces(self.backend, rgb, self.config.face)
@@ -116,7 +116,7 @@ class FaceTracker:
     def _new_smoother(self) -> Any:
         if not self.config.smooth:
             return None
-        from fgfem.prep.smoothing import OneEuroFilter
+        from fgfem.faces.smoothing import OneEuroFilter
 
         return OneEuroFilter(freq=self.config.fps)
 
@@ -360,7 +360,7 @@ def driver_changes(
     of it. Frames where the driver's face is lost repeat the last measured change (a driver
     who turns away should not snap the edited face back to neutral).
     """
-    from fgfem.prep.au_estimator import canonical_landmarks
+    from fgfem.au_reading.estimator import canonical_landmarks
     from fgfem.video import iter_frames, probe_video
 
     info = probe_video(driver)

@@ -58,7 +58,7 @@ def explain_no_face(problem: NoFaceError, editor: Editor, rgb: Callable[[], np.n
     Other "no face" errors (a ``--target`` image's, or one already made specific) pass through;
     ``rgb`` is only called for the plain one.
     """
-    from fgfem.prep.faces import no_face_message
+    from fgfem.faces import no_face_message
 
     if str(problem) not in PLAIN_NO_FACE:
         return problem

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from fgfem.errors import FgfemError
-from fgfem.media import load_image
-from fgfem.prep.align import (
+from fgfem.faces import Face, get_backend
+from fgfem.faces.align import (
     TEMPLATE_68,
     TEMPLATE_VERSION,
     align_faces,
@@ -20,9 +20,9 @@ from fgfem.prep.align import (
     template_points,
     umeyama,
 )
-from fgfem.prep.faces import Face, get_backend
-from fgfem.prep.paste import face_mask, paste_back
-from fgfem.prep.smoothing import OneEuroConfig, OneEuroFilter
+from fgfem.faces.paste import face_mask, paste_back
+from fgfem.faces.smoothing import OneEuroConfig, OneEuroFilter
+from fgfem.media import load_image
 
 REPO = Path(__file__).resolve().parent.parent
 MIRROR = (list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] + [35, 34, 33, 32, 31]

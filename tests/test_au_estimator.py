@@ -14,9 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fgfem.aus import AU_CODES, NUM_AUS
-from fgfem.errors import FgfemError
-from fgfem.prep.au_estimator import (
+from fgfem.au_reading.estimator import (
     AU_FEATURES,
     FEATURE_NAMES,
     LOW_CONFIDENCE_AUS,
@@ -24,6 +22,8 @@ from fgfem.prep.au_estimator import (
     estimate_aus,
     geometry_features,
 )
+from fgfem.aus import AU_CODES, NUM_AUS
+from fgfem.errors import FgfemError
 from fgfem.prep.labels import read_au_txt, read_openface_csv, read_openface_landmarks
 
 
@@ -32,9 +32,9 @@ def _r(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _landmarker():
-    """68x2 landmarks of the largest face (fgfem.prep.faces when present, else dlib directly)."""
+    """68x2 landmarks of the largest face (fgfem.faces when present, else dlib directly)."""
     try:
-        from fgfem.prep.faces import get_backend
+        from fgfem.faces import get_backend
 
         backend = get_backend("dlib")
         return lambda rgb: max(backend.detect(rgb), key=lambda f: np.ptp(f.landmarks[:, 0])).landmarks
@@ -92,7 +92,7 @@ def test_bad_landmarks_are_fgfem_errors() -> None:
 
 
 def test_each_au_reads_only_its_declared_features() -> None:
-    from fgfem.prep import au_calibration as cal
+    from fgfem.au_reading import calibration as cal
 
     weights = np.asarray(cal.WEIGHTS)
     for k, code in enumerate(AU_CODES):

@@ -58,8 +58,8 @@ def test_shared_option_choices_are_the_librarys() -> None:
     """The Enums typer checks are spelled out (so `--help` imports no torch): they must be what the library takes."""
     from fgfem.cli.options import Backend, Mode, Precision
     from fgfem.editor import MODES
+    from fgfem.faces import BACKENDS
     from fgfem.perf import PRECISIONS
-    from fgfem.prep.faces import BACKENDS
 
     assert tuple(p.value for p in Precision) == PRECISIONS
     assert tuple(m.value for m in Mode) == MODES

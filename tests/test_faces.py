@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from fgfem.errors import FgfemError
-from fgfem.media import load_image
-from fgfem.prep.faces import (
+from fgfem.faces import (
     BackendStatus,
     Face,
     backend_status,
@@ -19,6 +18,7 @@ from fgfem.prep.faces import (
     resolve_backend_name,
     select_faces,
 )
+from fgfem.media import load_image
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -197,7 +197,7 @@ _QUICK_MISSES = ("100_0_0_20170112213500903.jpg.chip.jpg", "105_1_0_201701122130
 
 
 def test_quick_detection_checks_marginal_boxes_only_when_nothing_else_was_found(shared):
-    from fgfem.prep.faces.dlib_backend import DlibBackend, DlibConfig
+    from fgfem.faces.dlib_backend import DlibBackend, DlibConfig
 
     folder = shared / "data" / "utkface"
     if not all((folder / name).is_file() for name in _QUICK_MISSES):
@@ -240,7 +240,7 @@ def test_detect_largest_finds_the_same_largest_face_with_fewer_cnn_checks(dlib_b
     if name.endswith("astronaut.png"):
         assert len(calls) < full_checks  # one clear face: its smaller marginal boxes are not checked
     # The face chosen is one that detect finds too, and no more than LARGER smaller than detect's largest.
-    from fgfem.prep.faces.dlib_backend import LARGER
+    from fgfem.faces.dlib_backend import LARGER
 
     chosen, best = select_faces(largest, "largest")[0].box, select_faces(every, "largest")[0].box
     assert any(np.allclose(chosen, face.box) for face in every)

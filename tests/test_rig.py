@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from fgfem.au_reading.estimator import LOW_CONFIDENCE_AUS, estimate_aus, raw_aus
 from fgfem.aus import AU_CODES, NUM_AUS
 from fgfem.errors import FgfemError
 from fgfem.media import load_image
 from fgfem.paths import find_default_weights
-from fgfem.prep.au_estimator import LOW_CONFIDENCE_AUS, estimate_aus, raw_aus
 from fgfem.rig.field import MIN_JACOBIAN, jacobian_determinant, landmark_field
 from fgfem.rig.model import AURig, load_rig
 from fgfem.rig.regions import JAW, facs_prior, region_mask, symmetrise
@@ -48,7 +48,7 @@ def rig_editor(shipped: Path):  # noqa: ANN201 - an Editor
 @pytest.fixture(scope="module")
 def neutral_face(shared: Path):  # noqa: ANN201 - (rgb, Face)
     """A held-out performer's neutral photo (never in the rig's fit) and its face."""
-    from fgfem.prep.faces import detect_faces, get_backend
+    from fgfem.faces import detect_faces, get_backend
 
     rgb = load_image(shared / "data" / "taiwanese" / "0101a02.jpg").rgb
     return rgb, detect_faces(get_backend("dlib"), rgb, "largest")[0]
@@ -96,7 +96,7 @@ def test_rig_to_estimator_round_trip_reads_what_was_asked(rig: AURig, neutral_fa
 
 def test_edit_then_aus_reads_the_edit_back(rig_editor, shared: Path) -> None:  # noqa: ANN001
     """What `fgfem edit` asks, `fgfem aus` reads on the edited photo (re-detected): +1 reads ~+1."""
-    from fgfem.prep.faces import detect_faces
+    from fgfem.faces import detect_faces
 
     names = ("0101a02.jpg", "0601a01.jpg", "1501a03.jpg", "1601a01.jpg")
     for code in ("AU12", "AU04", "AU26", "AU02"):
@@ -139,7 +139,7 @@ def test_weights_file_round_trip_and_removal(tmp_path: Path, shipped: Path, rig:
 
 # ----------------------------------------------------------------------------- the field
 def _crop_points(rig_editor, rgb: np.ndarray, face) -> tuple[np.ndarray, object]:  # noqa: ANN001
-    from fgfem.prep.align import landmarks_in_crop
+    from fgfem.faces.align import landmarks_in_crop
 
     aligned = rig_editor.align(rgb, [face])
     return landmarks_in_crop(face, aligned.matrices[0]).astype(np.float64), aligned
@@ -237,8 +237,8 @@ def test_edit_moves_only_the_face_and_the_smile_reads_back(rig_editor, neutral_f
     # One face: dlib's re-detection reads 0.5-1.3 of a +1 edit face by face (the mean is tested below).
     assert estimate_aus(after.landmarks)[k] - estimate_aus(face.landmarks)[k] > 0.4
     # Lip corners rise and the mouth widens, measured on the re-detected landmarks (canonical frame).
+    from fgfem.au_reading.estimator import canonical_landmarks
     from fgfem.photo_eval import cue_changes
-    from fgfem.prep.au_estimator import canonical_landmarks
 
     cues = cue_changes(canonical_landmarks(face.landmarks), canonical_landmarks(after.landmarks))
     assert cues["lip_corner_rise"] > 0.03 and cues["mouth_width"] > 0.03
@@ -309,7 +309,7 @@ def test_the_rig_fronts_a_paper_form_generator_too(rig: AURig, neutral_face) -> 
 # ----------------------------------------------------------------------------- expression transfer
 def test_transfer_fit_recovers_the_change_that_moved_the_landmarks(rig: AURig, neutral_face) -> None:  # noqa: ANN001
     """Landmarks moved by the rig under a known AU change: the fit reads that change back."""
-    from fgfem.prep.au_estimator import canonical_landmarks
+    from fgfem.au_reading.estimator import canonical_landmarks
     from fgfem.rig.transfer import fit_expression_change
 
     _, face = neutral_face
@@ -347,8 +347,8 @@ def test_target_moves_a_neutral_face_towards_the_same_persons_posed_face(rig_edi
     than the neutral photo does, and nearer than the estimator's AU difference alone lands it."""
     from dataclasses import replace
 
+    from fgfem.au_reading.estimator import canonical_landmarks
     from fgfem.photo_eval import INNER
-    from fgfem.prep.au_estimator import canonical_landmarks
 
     faces_dir = shared / "data" / "taiwanese"
     neutral, posed = (load_image(faces_dir / name).rgb for name in ("0101a02.jpg", "0111g03.jpg"))
@@ -372,8 +372,8 @@ def test_driver_motion_is_fitted_by_the_rig(rig_editor, shared: Path, tmp_path: 
     closer than the estimator's AU difference does (canonical frame, inner points)."""
     import imageio.v2 as imageio
 
+    from fgfem.au_reading.estimator import canonical_landmarks
     from fgfem.photo_eval import INNER
-    from fgfem.prep.au_estimator import canonical_landmarks
     from fgfem.render import driver_changes
 
     faces_dir = shared / "data" / "taiwanese"

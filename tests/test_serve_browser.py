@@ -142,7 +142,7 @@ def inputs(samples: Path, tmp_path: Path) -> dict[str, Path]:
 
 
 def test_web_editor_in_a_real_browser(inputs: dict[str, Path], tmp_path: Path) -> None:
-    from fgfem.prep.faces import detect_faces, get_backend
+    from fgfem.faces import detect_faces, get_backend
     from fgfem.presets import relative_profile
 
     hosts: list[str] = []

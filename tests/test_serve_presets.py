@@ -51,7 +51,7 @@ def cli(*args: object, weights: Path) -> int:
 
 
 def test_presets_were_measured_with_the_shipped_estimator() -> None:
-    shipped = hashlib.sha256((SOURCE_ROOT / "fgfem" / "prep" / "au_calibration.py").read_bytes()).hexdigest()
+    shipped = hashlib.sha256((SOURCE_ROOT / "fgfem" / "au_reading" / "calibration.py").read_bytes()).hexdigest()
     assert shipped == preset_profiles.CALIBRATION_SHA256, (
         "the AU estimator changed since the presets were measured: "
         "run python benchmarks/measure_presets.py --write (and commit the table it rewrites)")

@@ -112,8 +112,8 @@ def write_landmark_journal(data: Path) -> int:
 
     from PIL import Image
 
+    from fgfem.faces import get_backend
     from fgfem.prep.dataset import JOURNAL_NAME, PrepUnitResult
-    from fgfem.prep.faces import get_backend
 
     backend = get_backend("dlib")
     lines = []

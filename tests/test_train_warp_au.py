@@ -11,9 +11,9 @@ import torch
 from test_train_data import build_tiny_dataset
 from test_train_pairs import write_landmark_journal
 
+from fgfem.au_reading.estimator import estimate_aus
 from fgfem.aus import AU_CODES, AU_SCALE, NUM_AUS
 from fgfem.errors import FgfemError
-from fgfem.prep.au_estimator import estimate_aus
 from fgfem.train import TrainConfig, read_metrics, train
 from fgfem.train.au_geometry import MIRROR_68, estimated_aus, mirror_points, raw_aus
 from fgfem.train.data import FaceDataset, load_faces

@@ -290,8 +290,8 @@ def test_render_keeps_offset_and_per_frame_times(editor: Editor, clips: dict[str
 
 
 def test_aus_time_is_the_presentation_time(clips: dict[str, Path]) -> None:
-    from fgfem.prep.faces import get_backend
-    from fgfem.prep.measure import measure_video
+    from fgfem.au_reading.measure import measure_video
+    from fgfem.faces import get_backend
 
     src = clips["vfr"]
     records = list(measure_video(src, get_backend("dlib")))

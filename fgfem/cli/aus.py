@@ -31,10 +31,10 @@ def aus_command(
 
     AUs marked * are weakly visible in landmarks and are estimated from proxies.
     """
+    from fgfem.au_reading.estimator import LOW_CONFIDENCE_AUS
+    from fgfem.au_reading.measure import check_measure, measure_source, plot_curves, write_records
+    from fgfem.faces import get_backend
     from fgfem.media import describe_path
-    from fgfem.prep.au_estimator import LOW_CONFIDENCE_AUS
-    from fgfem.prep.faces import get_backend
-    from fgfem.prep.measure import check_measure, measure_source, plot_curves, write_records
 
     check_measure(source, out, plot, force=shared.force)
     detector = get_backend(shared.backend)

@@ -29,9 +29,9 @@ def _package_version(name: str) -> str:
 
 
 def _face_backend_rows() -> list[tuple[str, str]]:
-    if importlib.util.find_spec("fgfem.prep.faces") is None:
+    if importlib.util.find_spec("fgfem.faces") is None:
         return [("face backends", "not built in this version")]
-    from fgfem.prep.faces import backend_status
+    from fgfem.faces import backend_status
 
     return [(f"face backend {s.name}", ("ok: " if s.available else "missing: ") + s.detail) for s in backend_status()]
 

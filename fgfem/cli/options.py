@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 Callback = TypeVar("Callback", bound=Callable[..., Any])
 
 
-# The same names as fgfem.perf.PRECISIONS, fgfem.editor.MODES and fgfem.prep.faces.get_backend
+# The same names as fgfem.perf.PRECISIONS, fgfem.editor.MODES and fgfem.faces.get_backend
 # (spelled out so that `fgfem --help` imports no torch; tests/test_cli_basics.py checks they agree).
 class Precision(str, Enum):
     """``--precision``: auto (bf16 where native and the model passes the check), fp32 or bf16."""

@@ -4,7 +4,7 @@ What "better" means, per face crop ``x`` at the generator's image size:
 
 - **AU edit accuracy**: for each evaluated AU, ``y = G(x, r)`` with ``r`` = +intensity on
   that AU only. AUs are measured on ``x`` and on ``y`` by the offline landmark estimator
-  (``fgfem.prep.au_estimator``, never trained with any generator), and the change is
+  (``fgfem.au_reading.estimator``, never trained with any generator), and the change is
   ``AUs(y) - AUs(x)``: measuring the source on the input crop itself, with the same
   method, rather than taking its label from ``aus.csv``, makes the estimator's bias
   cancel. The requested change is what the 0-5 scale allows (``clip(src + r) - src``);

@@ -41,8 +41,8 @@ class CropMeasurer:
     """
 
     def __init__(self, *, identity: bool = True) -> None:
-        from fgfem.prep.faces import get_backend
-        from fgfem.prep.faces.dlib_backend import models_dir
+        from fgfem.faces import get_backend
+        from fgfem.faces.dlib_backend import models_dir
 
         self.backend = get_backend("dlib")
         self.identity_model: Path | None = None
@@ -102,7 +102,7 @@ class Measured:
 
 def measure(measurer: CropMeasurer, batch: torch.Tensor, identity: bool) -> Measured:
     """AUs (and, with ``identity``, descriptors) of B x 3 x s x s crops in [-1, 1], seen as uint8 pixels."""
-    from fgfem.prep.au_estimator import estimate_aus
+    from fgfem.au_reading.estimator import estimate_aus
 
     images = to_uint8(batch)
     landmarks = measurer.landmarks(images)

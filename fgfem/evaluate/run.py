@@ -27,7 +27,7 @@ def evaluate(
 ) -> EvalReport:
     """Load the generator and the held-out faces of ``data``, then run ``evaluate_generator``."""
     from fgfem.devices import resolve_device
-    from fgfem.prep.align import TEMPLATE_VERSION
+    from fgfem.faces.align import TEMPLATE_VERSION
     from fgfem.train.data import load_image
     from fgfem.weights import load_generator, locate_weights
 

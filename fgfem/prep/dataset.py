@@ -189,11 +189,11 @@ class FaceCropper:
     """Detect -> select -> align -> crop -> label for one RGB frame; holds the loaded models."""
 
     def __init__(self, options: PrepOptions, labels: dict[str, np.ndarray] | None) -> None:
-        from fgfem.prep.faces import get_backend, resolve_backend_name
+        from fgfem.faces import get_backend, resolve_backend_name
 
         self.options = options
         if options.quick and resolve_backend_name(options.backend) == "dlib":
-            from fgfem.prep.faces.dlib_backend import DlibBackend, DlibConfig
+            from fgfem.faces.dlib_backend import DlibBackend, DlibConfig
 
             self.backend = DlibBackend(DlibConfig(detect_size=480, verify=False, verify_when_none=True))
         else:
@@ -203,8 +203,8 @@ class FaceCropper:
     def __call__(self, rgb: np.ndarray, key: str, out_dir: Path, label_key: str | None = None) -> PrepUnitResult:
         from PIL import Image
 
-        from fgfem.prep.align import align_faces, landmarks_in_crop
-        from fgfem.prep.au_estimator import estimate_aus
+        from fgfem.au_reading.estimator import estimate_aus
+        from fgfem.faces.align import align_faces, landmarks_in_crop
 
         faces = self.backend.detect(rgb)
         if not faces:
@@ -395,7 +395,7 @@ def _load_labels(path: Path | None) -> dict[str, np.ndarray] | None:
 
 def _check_compatible(out_dir: Path, options: PrepOptions) -> None:
     """Refuse to mix crops of another size or template into an existing dataset."""
-    from fgfem.prep.align import TEMPLATE_VERSION
+    from fgfem.faces.align import TEMPLATE_VERSION
 
     manifest_path = out_dir / "manifest.json"
     if not manifest_path.exists():
@@ -417,8 +417,8 @@ def write_outputs(
     out_dir: Path, done: dict[str, PrepUnitResult], options: PrepOptions, *, seconds: float, processed: int
 ) -> None:
     """Rewrite ``aus.csv`` and ``manifest.json`` from the journal, atomically."""
+    from fgfem.faces.align import TEMPLATE_VERSION
     from fgfem.media import describe_path
-    from fgfem.prep.align import TEMPLATE_VERSION
     from fgfem.prep.labels import AURow, write_aus_csv
 
     units = sorted(done.values(), key=lambda u: u.source)
@@ -451,7 +451,7 @@ def relabel_dataset(out_dir: Path) -> int:
 
     Lets a dataset follow an improved AU estimator without running detection again.
     """
-    from fgfem.prep.au_estimator import estimate_aus
+    from fgfem.au_reading.estimator import estimate_aus
 
     done = read_journal(out_dir)
     manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))

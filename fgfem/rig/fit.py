@@ -1,6 +1,6 @@
 """Fit the AU estimator and the rig together, on real same-person motion.
 
-The two directions of one geometric AU model (``fgfem.prep.au_estimator`` reads AUs off
+The two directions of one geometric AU model (``fgfem.au_reading.estimator`` reads AUs off
 landmarks, ``fgfem.rig`` moves landmarks by AUs) are fitted in one objective, so that they
 agree by construction. Fitted separately, a rig driven by the old estimator reproduced 0.24
 of real expression motion, while 17 numbers can carry 0.79 of it (PCA): the estimator must
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fgfem.au_reading import estimator as est
 from fgfem.aus import AU_CODES, NUM_AUS
-from fgfem.prep import au_estimator as est
 from fgfem.rig.regions import facs_prior, region_mask, symmetrise
 
 EMOTION_PROTOTYPES: dict[str, tuple[str, ...]] = {
@@ -90,7 +90,7 @@ class PosedSet:
 
 @dataclass
 class JointFit:
-    """The fitted estimator constants (``fgfem.prep.au_calibration``'s names) and the rig patterns."""
+    """The fitted estimator constants (``fgfem.au_reading.calibration``'s names) and the rig patterns."""
 
     center: np.ndarray
     scale: np.ndarray

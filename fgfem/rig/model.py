@@ -1,6 +1,6 @@
 """The AU rig: a change of Action Units -> how each of the 68 landmarks moves.
 
-The inverse of the landmark AU estimator (``fgfem.prep.au_estimator``): the estimator reads
+The inverse of the landmark AU estimator (``fgfem.au_reading.estimator``): the estimator reads
 17 AUs off the landmarks, the rig says where the landmarks go when those AUs change. Both
 were fitted together (``fgfem.rig.fit``) so that what an edit asks is what ``fgfem aus``
 reads back. The rig is linear in the AU change, in the canonical face frame (eye centres

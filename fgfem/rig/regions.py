@@ -1,7 +1,7 @@
 """Where each Action Unit may move the face, and how FACS says it moves (the rig's prior).
 
 The rig (``fgfem.rig.model``) maps a change of AUs to a motion of the 68 iBUG landmarks in
-the canonical face frame of ``fgfem.prep.au_estimator.canonical_landmarks`` (eye centres at
+the canonical face frame of ``fgfem.au_reading.estimator.canonical_landmarks`` (eye centres at
 (+-0.5, 0), x to the image's right, y down, inter-ocular units). Two facts constrain it,
 both from the FACS manual rather than from data:
 

@@ -36,7 +36,7 @@ def fit_expression_change(rig: AURig, source_canon: np.ndarray, target_canon: np
     """F x 17 AU changes (0-5 scale) moving each source face's landmarks towards the target's.
 
     ``source_canon`` F x 68 x 2 and ``target_canon`` 68 x 2 (or F x 68 x 2) are canonical
-    landmarks (``fgfem.prep.au_estimator.canonical_landmarks``); ``prior`` F x 17 is the
+    landmarks (``fgfem.au_reading.estimator.canonical_landmarks``); ``prior`` F x 17 is the
     estimator's reading of the target minus the source's. Solves, per face,
     ``min |A d - (target - source)|^2 + w^2 |d - prior|^2`` with A the rig's patterns on the
     inner points and ``w`` = ``prior_weight`` times A's root-mean-square column norm, within

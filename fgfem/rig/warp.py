@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fgfem.prep.align import AlignedBatch, source_box
+from fgfem.faces.align import AlignedBatch, source_box
 from fgfem.rig.field import CropField
 
 SUPPORT_PX = 0.02

@@ -33,8 +33,8 @@ from fgfem.errors import FgfemError, NoFaceError
 
 if TYPE_CHECKING:
     from fgfem.editor import Editor
+    from fgfem.faces import Face
     from fgfem.media import LoadedImage
-    from fgfem.prep.faces import Face
 
 SLIDER_LIMIT = 3.0
 SLIDER_STEP = 0.01
@@ -160,7 +160,7 @@ class PhotoSession:
         if key not in self.face_choices:
             raise FgfemError(f"face {choice!r}: choose one of {', '.join(self.face_choices)}")
         if key not in self.faces_by_choice:
-            # --face N counts left to right (fgfem.prep.faces.select_faces): the numbered boxes of the page.
+            # --face N counts left to right (fgfem.faces.select_faces): the numbered boxes of the page.
             self.faces_by_choice[key] = [self.numbered[int(key)]] if key.isdigit() else editor.find_faces(self.rgb, key)
         return self.faces_by_choice[key]
 

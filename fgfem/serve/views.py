@@ -16,7 +16,7 @@ from fgfem.aus import ACTION_UNITS
 from fgfem.layout import crop_view, face_view_box, fit_within, label_font
 
 if TYPE_CHECKING:
-    from fgfem.prep.faces import Face
+    from fgfem.faces import Face
 
 PREVIEW_SIDE = 1024
 VIEW_SIDE = 384

@@ -1,6 +1,6 @@
 """The landmark AU estimator as differentiable torch code, for the warp's AU loss.
 
-``fgfem.prep.au_estimator`` reads AUs from 68 landmarks with a clipped linear map. The
+``fgfem.au_reading.estimator`` reads AUs from 68 landmarks with a clipped linear map. The
 warp moves those landmarks by a known field, so where a face's landmarks land after an
 edit, and therefore which AUs the edit shows, is a differentiable function of the
 generator's output. This module is that function; the feature formulas are the
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
+from fgfem.au_reading import calibration as cal
+from fgfem.au_reading.estimator import FEATURE_NAMES, feature_columns, landmark_weights, weight_matrix
 from fgfem.aus import AU_MAX, AU_MIN
-from fgfem.prep import au_calibration as cal
-from fgfem.prep.au_estimator import FEATURE_NAMES, feature_columns, landmark_weights, weight_matrix
 
 # iBUG-68 index of each landmark's mirror image: a horizontally flipped face's point i is
 # the original's point MIRROR_68[i] (jaw, brows, nose wings, eyes and lips swap sides).
@@ -70,5 +70,5 @@ def raw_aus(points: torch.Tensor) -> torch.Tensor:
 
 
 def estimated_aus(points: torch.Tensor) -> torch.Tensor:
-    """``raw_aus`` clipped to 0-5: what ``fgfem.prep.au_estimator.estimate_aus`` says, in torch."""
+    """``raw_aus`` clipped to 0-5: what ``fgfem.au_reading.estimator.estimate_aus`` says, in torch."""
     return raw_aus(points).clamp(AU_MIN, AU_MAX)

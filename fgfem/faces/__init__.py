@@ -1,4 +1,10 @@
-"""Face detection + 68 landmarks behind one small interface; backends are chosen by name.
+"""Run-time face code: find a face, frame it for the model, put the edit back.
+
+This module is detection + 68 landmarks behind one small interface (``base.FaceBackend``;
+``dlib_backend``, ``fan_backend``), backends chosen by name. Beside it: ``align`` (the
+similarity crop every model input goes through), ``paste`` (the edit back into the full
+photo) and ``smoothing`` (landmarks steadied over video frames). Everything here runs on
+every edit; building training sets is ``fgfem.prep`` and reading AUs ``fgfem.au_reading``.
 
 >>> backend = get_backend("auto")          # fan where its weights exist, else dlib
 >>> faces = select_faces(backend.detect(rgb), "largest")
@@ -13,7 +19,7 @@ import functools
 import numpy as np
 
 from fgfem.errors import FgfemError
-from fgfem.prep.faces.base import BackendStatus, Face, FaceBackend, box_iou
+from fgfem.faces.base import BackendStatus, Face, FaceBackend, box_iou
 
 BACKENDS = ("dlib", "fan")
 
@@ -24,7 +30,7 @@ __all__ = ["BACKENDS", "BackendStatus", "Face", "FaceBackend", "backend_status",
 
 def backend_status() -> list[BackendStatus]:
     """One status per backend, cheap (file checks only), in the order ``auto`` tries them."""
-    from fgfem.prep.faces import dlib_backend, fan_backend
+    from fgfem.faces import dlib_backend, fan_backend
 
     return [fan_backend.status(), dlib_backend.status()]
 
@@ -33,7 +39,7 @@ def resolve_backend_name(name: str = "auto") -> str:
     """``auto`` -> ``fan`` where its weights are on disk, else ``dlib``; other names pass through, lower-cased."""
     choice = (name or "auto").strip().lower()
     if choice == "auto":
-        from fgfem.prep.faces import fan_backend
+        from fgfem.faces import fan_backend
 
         choice = "fan" if fan_backend.status().available else "dlib"
     return choice
@@ -50,11 +56,11 @@ def get_backend(name: str = "auto", *, device: str = "cpu") -> FaceBackend:
     """
     choice = resolve_backend_name(name)
     if choice in ("dlib", "dlib-cnn"):
-        from fgfem.prep.faces.dlib_backend import DlibBackend, DlibConfig
+        from fgfem.faces.dlib_backend import DlibBackend, DlibConfig
 
         return DlibBackend(DlibConfig(detector="cnn") if choice == "dlib-cnn" else None)
     if choice == "fan":
-        from fgfem.prep.faces.fan_backend import FanBackend
+        from fgfem.faces.fan_backend import FanBackend
 
         return FanBackend(device=str(device))
     raise FgfemError(f"unknown face backend {name!r}; use auto, {', '.join(BACKENDS)} (or dlib-cnn)")

@@ -13,7 +13,7 @@ is deliberately tiny:
    the sign of every weight fixed by anatomy, so AU12 can never be read from the
    brows, plus a linear map of the canonical coordinates of the landmarks its region
    owns (``fgfem.rig.regions.AU_REGIONS``: the mouth for AU12, the brows for AU04).
-   The numbers live in ``fgfem.prep.au_calibration`` and were fitted by
+   The numbers live in ``fgfem.au_reading.calibration`` and were fitted by
    ``benchmarks/fit_rig.py`` together with the rig (``fgfem.rig``), the inverse
    direction, on real OpenFace labels (within-person variation), posed-expression
    margins and the same-person motion of posed photos and video frames, with the zero
@@ -27,15 +27,19 @@ Out-of-plane head rotation (yaw, pitch) is not removed and biases the estimates.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fgfem.au_reading import calibration as cal
 from fgfem.aus import AU_CODES, AU_MAX, AU_MIN, NUM_AUS
 from fgfem.errors import FgfemError
-from fgfem.prep import au_calibration as cal
 
 NUM_LANDMARKS = 68
+CALIBRATION_FILE = Path(cal.__file__).resolve()
+"""Where the fitted constants live: ``benchmarks/fit_rig.py --write`` rewrites this file and the presets
+hash it, so both follow the module wherever it is, instead of spelling its path again."""
 
 # iBUG-68 indices used below (0-based).
 _RIGHT_EYE = slice(36, 42)  # the subject's right eye, on the image's left
@@ -183,7 +187,7 @@ def weight_matrix() -> np.ndarray:
     weights = np.asarray(cal.WEIGHTS, dtype=np.float64)
     names = tuple(getattr(cal, "FEATURE_NAMES", FEATURE_NAMES))
     if names != FEATURE_NAMES or weights.shape != (NUM_AUS, len(FEATURE_NAMES)):
-        raise FgfemError("fgfem.prep.au_calibration does not match the feature list; re-run the --fit benchmark")
+        raise FgfemError("fgfem.au_reading.calibration does not match the feature list; re-run the --fit benchmark")
     return weights
 
 
@@ -196,7 +200,7 @@ def landmark_weights() -> tuple[np.ndarray, np.ndarray]:
                          dtype=np.float64)
     center = np.asarray(getattr(cal, "LANDMARK_CENTER", np.zeros(2 * NUM_LANDMARKS)), dtype=np.float64)
     if weights.shape != (NUM_AUS, 2 * NUM_LANDMARKS) or center.shape != (2 * NUM_LANDMARKS,):
-        raise FgfemError("fgfem.prep.au_calibration's landmark terms have the wrong shape; re-run the fit")
+        raise FgfemError("fgfem.au_reading.calibration's landmark terms have the wrong shape; re-run the fit")
     return weights, center
 
 

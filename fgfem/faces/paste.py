@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from fgfem.errors import FgfemError
-from fgfem.prep.align import AlignedBatch, landmarks_in_crop, sample, source_box, to_3x3
-from fgfem.prep.faces.base import as_rgb
+from fgfem.faces.align import AlignedBatch, landmarks_in_crop, sample, source_box, to_3x3
+from fgfem.faces.base import as_rgb
 
 MODES = ("delta", "crop")
 FOREHEAD = 0.35

@@ -47,8 +47,8 @@ def measure_image(rgb: np.ndarray, source: str, backend: object, which: str = "a
     A face keeps the number it has among *all* faces of the image whatever ``which`` keeps, so
     ``aus --face 1`` reports the row that ``aus`` labels face 1, and ``edit --face 1`` edits it.
     """
-    from fgfem.prep.au_estimator import estimate_aus
-    from fgfem.prep.faces import numbered_faces
+    from fgfem.au_reading.estimator import estimate_aus
+    from fgfem.faces import numbered_faces
 
     chosen = numbered_faces(backend.detect(rgb), which)  # type: ignore[attr-defined]
     if not chosen:
@@ -65,8 +65,8 @@ def measure_paths(
     paths: Sequence[Path], backend: object, which: str = "all", on_file: Callable[[Path], None] | None = None
 ) -> tuple[list[AURecord], list[Skipped]]:
     """AUs for a list of photos; unreadable files and photos without a face are reported, not fatal."""
+    from fgfem.faces import no_face_message
     from fgfem.media import load_image
-    from fgfem.prep.faces import no_face_message
 
     records: list[AURecord] = []
     skipped: list[Skipped] = []
@@ -94,8 +94,8 @@ def measure_video(
     not ``index / fps``): a variable-rate clip or one whose video starts after its audio
     gets the times a player shows, and the smoother sees the true intervals.
     """
-    from fgfem.prep.au_estimator import estimate_aus
-    from fgfem.prep.smoothing import OneEuroFilter
+    from fgfem.au_reading.estimator import estimate_aus
+    from fgfem.faces.smoothing import OneEuroFilter
     from fgfem.video import iter_frames, probe_video
 
     info = probe_video(path)

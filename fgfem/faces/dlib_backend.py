@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from fgfem.errors import FgfemError
-from fgfem.prep.faces.base import (
+from fgfem.faces.base import (
     BackendStatus,
     Face,
     FaceBackend,

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from fgfem.errors import FgfemError
-from fgfem.prep.faces.base import (
+from fgfem.faces.base import (
     BackendStatus,
     Face,
     FaceBackend,
@@ -113,7 +113,7 @@ class FanBackend(FaceBackend):
                              "again, or use --backend dlib") from None
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        from fgfem.prep.faces.dlib_backend import _resized
+        from fgfem.faces.dlib_backend import _resized
 
         rgb = as_rgb(rgb)
         scale = min(1.0, detection_scale(rgb.shape, self.config.detect_size))

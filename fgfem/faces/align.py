@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from fgfem.errors import FgfemError
-from fgfem.prep.faces.base import Face, as_rgb
+from fgfem.faces.base import Face, as_rgb
 
 TEMPLATE_VERSION = "fgfem-crop-v1"
 SIZES = (64, 128, 256)  # 64: models trained at low resolution on a CPU (delta paste keeps photo detail)
