@@ -1,4 +1,7 @@
-"""Shared fixtures: the real-data folder (``FGFEM_SHARED``) and a skip when it is absent."""
+"""Shared fixtures: the real-data folder (``FGFEM_SHARED``) and a skip when it is absent, tiny models.
+
+Builders that take arguments live in ``helpers.py``; test files import those, never each other.
+"""
 
 from __future__ import annotations
 
@@ -36,8 +39,8 @@ def samples(shared: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_train_data(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny real-face training set of ``test_train_data``, built once: runs only read it."""
-    from test_train_data import build_tiny_dataset
+    """The tiny real-face training set of ``helpers.build_tiny_dataset``, built once: runs only read it."""
+    from helpers import build_tiny_dataset
 
     return build_tiny_dataset(samples, tmp_path_factory.mktemp("train-data"))
 
@@ -57,14 +60,19 @@ def one_torch_thread() -> Iterator[None]:
 def editor() -> Editor:
     """An editor around a randomly initialised tiny generator: the pipeline properties tested with it
     (zero edit, paste-back, batching, frame counts) hold for any generator."""
-    import torch
+    from helpers import tiny_generator
 
     from fgfem.editor import Editor
-    from fgfem.nets import Generator, NetConfig
 
-    torch.manual_seed(0)
-    return Editor(Generator(NetConfig(name="tiny-test", conv_dim=8, critic_dim=8)), image_size=128,
-                  device="cpu", backend="dlib")
+    return Editor(tiny_generator()[0], image_size=128, device="cpu", backend="dlib")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``helpers.tiny_generator`` saved like a real model, for ``--weights`` (zero edits hold for any G)."""
+    from helpers import save_tiny_generator
+
+    return save_tiny_generator(tmp_path_factory.mktemp("weights") / "tiny.safetensors")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -97,7 +97,7 @@ def test_plan_cpu_avx2_and_native_bf16_cpu() -> None:
     plain = select_plan(CPU, Capabilities(native_bf16=False, compiler=True))
     assert (plain.channels_last, plain.autocast, plain.compile, plain.cuda_graphs) == (False, None, False, False)
     assert "CPU layer rewrites" in plain.reason  # what `fgfem info` says the CPU runs (fgfem.nets.use_cpu_rewrites)
-    # Native bf16 on the CPU: bf16, pending the model's PSNR check (tests/test_precision.py).
+    # Native bf16 on the CPU: bf16, pending the model's PSNR check (tests/core/test_precision.py).
     native = select_plan(CPU, Capabilities(native_bf16=True, compiler=True))
     assert native.autocast == torch.bfloat16 and native.check_precision
     forced = select_plan(CPU, Capabilities(native_bf16=False, compiler=True), bf16=True, compile=True)

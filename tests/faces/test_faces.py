@@ -20,7 +20,7 @@ from fgfem.faces import (
 )
 from fgfem.media import load_image
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -1,47 +1,22 @@
 """Training data: layouts are recognised, and relative-AU sampling follows docs/design.md, "Training".
 
-``build_tiny_dataset`` writes real, aligned 128 px faces with real OpenFace AUs (GANimation
-and vipermu samples) in fgfem's own layout; the other training tests import it.
+``helpers.build_tiny_dataset`` writes real, aligned 128 px faces with real OpenFace AUs (GANimation
+and vipermu samples) in fgfem's own layout; the training tests share it.
 """
 
 from __future__ import annotations
 
-import json
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import build_tiny_dataset
 
-from fgfem.aus import AU_CODES, AU_SCALE
+from fgfem.aus import AU_SCALE
 from fgfem.errors import FgfemError
 from fgfem.train.config import TrainConfig
 from fgfem.train.data import FaceDataset, SeededBatches, augment, detect_layout, load_faces, load_image
-
-
-def build_tiny_dataset(samples: Path, root: Path, vipermu: int = 16) -> Path:
-    """aus.csv + manifest.json + crops/ of 4 GANimation + ``vipermu`` vipermu faces (real AUs)."""
-    (root / "crops").mkdir(parents=True, exist_ok=True)
-    faces: list[tuple[Path, str, list[float]]] = []
-    with open(samples / "ganimation" / "aus_openface.pkl", "rb") as handle:
-        labels = pickle.load(handle, encoding="latin1")  # the sample's own pickle, in the shared data
-    for image in sorted((samples / "ganimation" / "imgs").glob("*.jpg")):
-        faces.append((image, "ganimation", list(labels[image.stem])))
-    lines = [line.split() for line in (samples / "vipermu" / "attributes.txt").read_text().splitlines() if line.strip()]
-    for parts in lines[:vipermu]:
-        faces.append((samples / "vipermu" / "attribute_images" / parts[0], "vipermu", [float(v) for v in parts[1:18]]))
-    rows = ["path,source,score," + ",".join(AU_CODES)]
-    for i, (image, source, aus) in enumerate(faces):
-        rel = f"crops/{i:03d}_{image.stem}.png"
-        Image.open(image).convert("RGB").save(root / rel)
-        rows.append(f"{rel},{source},1.0," + ",".join(f"{v:.2f}" for v in aus))
-    (root / "aus.csv").write_text("\n".join(rows) + "\n")
-    manifest = {"size": 128, "template": "fgfem-crop-v1", "backend": "samples", "counts": {"faces": len(faces)},
-                "rejects": {}}
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    return root
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_data import build_tiny_dataset
+from helpers import build_tiny_dataset
 
 from fgfem.train import TrainConfig, read_metrics, train
 from fgfem.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_data import build_tiny_dataset
-from test_train_pairs import VIPERMU, write_landmark_journal
+from helpers import VIPERMU, build_tiny_dataset, write_landmark_journal
 
 from fgfem.train import TrainConfig, train
 

@@ -265,7 +265,7 @@ def test_load_editor_passes_precision_to_the_shipped_model() -> None:
 def test_edit_with_an_unknown_precision_fails_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from fgfem.cli import run
 
-    photo = Path(__file__).resolve().parents[1] / "examples" / "astronaut.png"
+    photo = Path(__file__).resolve().parents[2] / "examples" / "astronaut.png"
     if not photo.is_file():
         pytest.skip("examples/astronaut.png is not in this checkout")
     out = tmp_path / "out.png"

@@ -7,23 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fgfem.cli import run
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small randomly initialised generator saved like a real model (zero edits hold for any G)."""
-    from fgfem.nets import Generator, NetConfig
-    from fgfem.weights import save_generator
-
-    torch.manual_seed(0)
-    cfg = NetConfig(name="tiny-test", conv_dim=8, critic_dim=8)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_generator(path, Generator(cfg), cfg)
-    return path
 
 
 @pytest.fixture()

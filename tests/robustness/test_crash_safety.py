@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_train_data import build_tiny_dataset
+from helpers import build_tiny_dataset
 
 from fgfem.prep.dataset import JOURNAL_NAME, read_journal
 from fgfem.prep.labels import read_aus_csv

@@ -7,25 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fgfem.aus import NUM_AUS, au_index
 from fgfem.cli import run
 from fgfem.errors import FgfemError
 from fgfem.serve.session import EditState, SessionStore, UploadLimits, display_name, open_upload
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fgfem.nets import Generator, NetConfig
-    from fgfem.weights import save_generator
-
-    torch.manual_seed(0)
-    cfg = NetConfig(name="tiny-test", conv_dim=8, critic_dim=8)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_generator(path, Generator(cfg), cfg)
-    return path
 
 
 @pytest.fixture(scope="module")

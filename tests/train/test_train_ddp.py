@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train_data import build_tiny_dataset
+from helpers import build_tiny_dataset
 
 from fgfem.train import read_metrics
 from fgfem.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train_data import build_tiny_dataset
-from test_train_pairs import write_landmark_journal
+from helpers import build_tiny_dataset, write_landmark_journal
 
 from fgfem.au_reading.estimator import estimate_aus
 from fgfem.aus import AU_CODES, AU_SCALE, NUM_AUS

@@ -32,7 +32,7 @@ from fgfem.video import (
     remove_stale_partials,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def ffmpeg(*args: object) -> None:

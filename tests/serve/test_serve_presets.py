@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fgfem import preset_profiles
@@ -25,18 +24,6 @@ from fgfem.presets import (
     preset_sliders,
     relative_profile,
 )
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fgfem.nets import Generator, NetConfig
-    from fgfem.weights import save_generator
-
-    torch.manual_seed(0)
-    cfg = NetConfig(name="tiny-test", conv_dim=8, critic_dim=8)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_generator(path, Generator(cfg), cfg)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_train_data import build_tiny_dataset
+from helpers import VIPERMU, build_tiny_dataset, write_landmark_journal
 
 from fgfem.aus import AU_SCALE, NUM_AUS
 from fgfem.cli import run as cli_run
@@ -20,8 +19,6 @@ from fgfem.train.losses import landmark_flow_l1
 from fgfem.train.pairs import MIN_AU_CHANGE, PairSampler, crop_landmarks, find_pairs, match_colour
 
 TAIWANESE = r"taiwanese_(?P<person>\d\d)\d(?P<view>\d)[a-g]"
-# In the tiny data set the vipermu crops (one person) are named NNN_<frame number>.png.
-VIPERMU = r"crops/\d{3}_\d+\.(?P<kind>png)$"
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -104,28 +101,6 @@ def test_pair_options_are_checked(samples: Path, tmp_path: Path, capsys: pytest.
 
 
 # ------------------------------------------------------------------------------- landmark motion of the warp
-
-
-def write_landmark_journal(data: Path) -> int:
-    """Give a tiny data set the journal ``fgfem prep`` keeps, with real dlib landmarks of its crops."""
-    from dataclasses import asdict
-
-    from PIL import Image
-
-    from fgfem.faces import get_backend
-    from fgfem.prep.dataset import JOURNAL_NAME, PrepUnitResult
-
-    backend = get_backend("dlib")
-    lines = []
-    for crop in sorted((data / "crops").glob("*.png")):
-        rgb = np.asarray(Image.open(crop).convert("RGB"))
-        box = np.array([[5.0, 5.0, rgb.shape[1] - 5.0, rgb.shape[0] - 5.0, 1.0]])
-        face = backend.landmarks_for_boxes(rgb, box)[0]
-        row = {"path": f"crops/{crop.name}", "source": crop.name, "score": 1.0, "aus": [0.0] * NUM_AUS,
-               "landmarks": np.round(face.landmarks, 2).tolist()}
-        lines.append(json.dumps(asdict(PrepUnitResult(source=crop.name, rows=[row]))))
-    (data / JOURNAL_NAME).write_text("\n".join(lines) + "\n")
-    return len(lines)
 
 
 def test_flow_loss_is_the_landmark_motion_the_warp_misses() -> None:

@@ -3,7 +3,7 @@
 Covered: our ``aus.csv`` reader, the OpenFace CSV readers (AUs and landmarks), the prep
 journal reader together with what prep does next with its result (rebuild ``aus.csv`` and
 ``manifest.json``), and the dataset manifest check. The ``--au`` parser has its own property
-tests in ``tests/test_aus.py``.
+tests in ``tests/core/test_aus.py``.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from fgfem.faces.paste import face_mask, paste_back
 from fgfem.faces.smoothing import OneEuroConfig, OneEuroFilter
 from fgfem.media import load_image
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MIRROR = (list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] + [35, 34, 33, 32, 31]
           + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40] + [54, 53, 52, 51, 50, 49, 48]
           + [59, 58, 57, 56, 55] + [64, 63, 62, 61, 60] + [67, 66, 65])
