@@ -33,7 +33,7 @@ Callback = TypeVar("Callback", bound=Callable[..., Any])
 
 
 # The same names as fgfem.perf.PRECISIONS, fgfem.editor.MODES and fgfem.faces.get_backend
-# (spelled out so that `fgfem --help` imports no torch; tests/test_cli_basics.py checks they agree).
+# (spelled out so that `fgfem --help` imports no torch; tests/cli/test_cli_basics.py checks they agree).
 class Precision(str, Enum):
     """``--precision``: auto (bf16 where native and the model passes the check), fp32 or bf16."""
 

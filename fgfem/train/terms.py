@@ -7,7 +7,7 @@ one times its weight; the setup (``fgfem.train.setup``) builds only what the ter
 
 ``TERMS`` is in the order the terms join the total. The order matters: the pair and warp-AU
 terms draw from the step's random source, so a run is reproducible only in this order
-(``tests/test_train_same_losses.py`` holds the losses logged before the terms were objects).
+(``tests/train/test_train_same_losses.py`` holds the losses logged before the terms were objects).
 """
 
 from __future__ import annotations
