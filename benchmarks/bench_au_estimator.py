@@ -43,6 +43,7 @@ from fgfem.au_reading import estimator as est
 from fgfem.aus import AU_CODES, NUM_AUS
 from fgfem.paths import shared_dir
 from fgfem.prep.labels import read_au_txt, read_ganimation_pkl, read_openface_csv, read_openface_landmarks
+from fgfem.rig.fit import sign_mask  # the anatomical signs, spelt once for both fits
 
 EMOTION_PROTOTYPES: dict[str, tuple[str, ...]] = {
     "happy": ("AU12", "AU06"),
@@ -253,15 +254,6 @@ def _posed(name: str, lm: np.ndarray, emotion: list[str], person: list[str]) -> 
 
 
 # ----------------------------------------------------------------------------- fit
-
-
-def sign_mask() -> np.ndarray:
-    """17xF: +1/-1 where an AU may use a feature (with that sign), 0 elsewhere."""
-    mask = np.zeros((NUM_AUS, len(est.FEATURE_NAMES)))
-    for k, code in enumerate(AU_CODES):
-        for name, sign in est.AU_FEATURES[code]:
-            mask[k, est.FEATURE_NAMES.index(name)] = sign
-    return mask
 
 
 def neutral_deltas(p: Posed, center: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, list[str]]:
