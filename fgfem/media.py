@@ -171,14 +171,8 @@ def load_image(path: PathLike, *, max_pixels: int | None = None) -> LoadedImage:
     truncated or oversized files.
     """
     path = as_path(path)
-    shown = describe_path(path)
     limit = max_pixels if max_pixels is not None else max_pixels_default()
-    if not path.exists():
-        raise FgfemError(f"cannot read image {shown}: no such file")
-    if path.is_dir():
-        raise FgfemError(f"cannot read image {shown}: it is a folder, not a file")
-    if path.stat().st_size == 0:
-        raise FgfemError(f"cannot read image {shown}: the file is empty (0 bytes)")
+    shown = check_input_file(path, "image")
     try:
         with _pil_open(path, shown, limit) as im:
             return _decode(im, path, shown)
@@ -188,6 +182,22 @@ def load_image(path: PathLike, *, max_pixels: int | None = None) -> LoadedImage:
         raise FgfemError(f"cannot read image {shown}: permission denied") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, zlib.error, struct.error) as exc:
         raise FgfemError(f"cannot read image {shown}: truncated or corrupt file ({_reason(exc)})") from None
+
+
+def check_input_file(path: Path, kind: str) -> str:
+    """``path`` as messages show it, once it is known to be a non-empty file; else one line naming ``kind``.
+
+    Photos and videos are refused alike ("cannot read image ..." / "cannot read video ..."),
+    before a decoder or ffmpeg sees them and words the same problem its own way.
+    """
+    shown = describe_path(path)
+    if not path.exists():
+        raise FgfemError(f"cannot read {kind} {shown}: no such file")
+    if path.is_dir():
+        raise FgfemError(f"cannot read {kind} {shown}: it is a folder, not a file")
+    if path.stat().st_size == 0:
+        raise FgfemError(f"cannot read {kind} {shown}: the file is empty (0 bytes)")
+    return shown
 
 
 def _reason(exc: BaseException) -> str:

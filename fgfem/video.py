@@ -75,7 +75,7 @@ import numpy as np
 
 from fgfem.atomic import atomic_path
 from fgfem.errors import FgfemError
-from fgfem.media import MediaWarning, PathLike, as_path, check_writable, describe_path
+from fgfem.media import MediaWarning, PathLike, as_path, check_input_file, check_writable, describe_path
 
 QUEUE_FRAMES = 8
 """Frames buffered between a codec thread and its caller (8 x 1080p RGB is about 50 MB)."""
@@ -213,14 +213,7 @@ class _Header:
 
 
 def _check_input(path: Path) -> str:
-    shown = describe_path(path)
-    if not path.exists():
-        raise FgfemError(f"cannot read video {shown}: no such file")
-    if path.is_dir():
-        raise FgfemError(f"cannot read video {shown}: it is a folder, not a file")
-    if path.stat().st_size == 0:
-        raise FgfemError(f"cannot read video {shown}: the file is empty (0 bytes)")
-    return shown
+    return check_input_file(path, "video")
 
 
 def _streams(log: str) -> list[str]:
