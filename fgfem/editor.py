@@ -191,20 +191,14 @@ class Editor:
         """F x 17 AU readings before the 0-5 clip (what the rig must move from)."""
         from fgfem.au_reading.estimator import raw_aus
 
-        if not faces:
-            return np.zeros((0, NUM_AUS), dtype=np.float64)
-        landmarks = np.stack([np.asarray(f.landmarks, dtype=np.float64) for f in faces])
-        return np.asarray(raw_aus(landmarks), dtype=np.float64).reshape(len(faces), NUM_AUS)
+        return _read_faces(raw_aus, faces, np.float64)
 
     @staticmethod
     def measure_aus(faces: Sequence[Face]) -> np.ndarray:
         """F x 17 AU intensities (0-5) estimated from each face's landmarks."""
         from fgfem.au_reading.estimator import estimate_aus
 
-        if not faces:
-            return np.zeros((0, NUM_AUS), dtype=np.float32)
-        landmarks = np.stack([np.asarray(f.landmarks, dtype=np.float32) for f in faces])
-        return np.asarray(estimate_aus(landmarks), dtype=np.float32).reshape(len(faces), NUM_AUS)
+        return _read_faces(estimate_aus, faces, np.float32)
 
     def target_expression(self, rgb: np.ndarray, label: str = "target") -> TargetExpression:
         """The AUs of the largest face in ``rgb``, as a target for expression transfer."""
@@ -456,6 +450,14 @@ class Editor:
         from fgfem.faces.paste import paste_back
 
         return paste_back(rgb, edited, reference, aligned, mode=mode)
+
+
+def _read_faces(reader: Any, faces: Sequence[Face], dtype: type) -> np.ndarray:
+    """F x 17 readings of ``reader`` (an estimator function) on the faces' landmarks, in ``dtype``."""
+    if not faces:
+        return np.zeros((0, NUM_AUS), dtype=dtype)
+    landmarks = np.stack([np.asarray(f.landmarks, dtype=dtype) for f in faces])
+    return np.asarray(reader(landmarks), dtype=dtype).reshape(len(faces), NUM_AUS)
 
 
 def warn_if_limited(fields: Sequence[CropField | None], deltas: np.ndarray) -> None:
