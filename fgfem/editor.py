@@ -217,8 +217,8 @@ class Editor:
         With a rig and a target's landmarks, expression transfer plays the AU change whose rig
         motion lands each source face's landmarks closest to the target's
         (``fgfem.rig.transfer``): the estimator's difference alone reads AU04, AU15 or AU20
-        faintly and so plays them faintly (0.23 of the real motion reproduced on held-out pairs, 0.40 so),
-        and the 0-5 clip of ``geometry`` would drop every motion below a neutral reading.
+        faintly and so plays them faintly (0.23 of the real motion reproduced on held-out pairs; the
+        fit 0.37), and the 0-5 clip of ``geometry`` would drop every motion below a neutral reading.
         ``deltas`` (the estimator's difference) is the fit's prior, and stays what the
         generator is conditioned on.
         """
@@ -346,7 +346,7 @@ class Editor:
             linear = np.asarray(aligned.matrices[index], dtype=np.float64)[:, :2]
             crop_motion = motion[index] @ linear.T
             fields.append(landmark_field(landmarks_in_crop(face, aligned.matrices[index]), crop_motion, aligned.size))
-        warn_if_limited(fields, deltas)
+        warn_if_limited(fields, deltas if changes is None else changes)  # name what is played
         return fields
 
     def appearance(self, crops: torch.Tensor, rel_aus: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -472,8 +472,9 @@ def warn_if_limited(fields: Sequence[CropField | None], deltas: np.ndarray) -> N
             continue
         row = np.asarray(deltas, dtype=np.float32).reshape(len(fields), NUM_AUS)[index]
         largest = AU_CODES[int(np.abs(row).argmax())]
+        value = float(row.max() if row.max() > -row.min() else row.min())
         warnings.warn(GeometryLimitWarning(
             f"face {index}: the geometry of this edit was limited to {crop_field.scale:.0%} of the asked motion "
-            f"(more would fold the face over; {largest} {row.max() if row.max() > -row.min() else row.min():+g} "
+            f"(more would fold the face over; {largest} {value:+.2f} "
             "is more than this face can take)", key=f"geometry limited ({largest})"), stacklevel=3)
 

@@ -14,6 +14,7 @@ them in threads changes when the work happens, never what it computes or in whic
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import threading
@@ -207,15 +208,26 @@ def limited_threads(torch_threads: int) -> Iterator[None]:
     previous = torch.get_num_threads()
     torch.set_num_threads(max(1, int(torch_threads)))
     try:
-        with _blas_single_thread():
+        with blas_single_thread():
             yield
     finally:
         torch.set_num_threads(previous)
 
 
-def _blas_single_thread() -> contextlib.AbstractContextManager[object]:
+def blas_single_thread() -> contextlib.AbstractContextManager[object]:
+    """numpy's BLAS limited to one thread inside the block (the rig's small solves, a render).
+
+    The controller that finds the BLAS libraries is made once: entering a limit through it
+    costs microseconds, where ``threadpool_limits`` rescans the loaded libraries every time.
+    """
+    controller = _blas_controller()
+    return contextlib.nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # optional at run time: without it BLAS keeps its own thread count
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+        return None
+    return ThreadpoolController()

@@ -361,6 +361,7 @@ def driver_changes(
     who turns away should not snap the edited face back to neutral).
     """
     from fgfem.au_reading.estimator import canonical_landmarks
+    from fgfem.rig.transfer import fit_expression_change
     from fgfem.video import iter_frames, probe_video
 
     info = probe_video(driver)
@@ -387,8 +388,6 @@ def driver_changes(
             deltas = (frame[0] - base_aus).astype(np.float32)
             rig = None
             if editor.rig is not None:
-                from fgfem.rig.transfer import fit_expression_change
-
                 prior = editor.rig_change(base_raw[None], deltas[None])
                 rig = fit_expression_change(editor.rig, base_canon[None], frame[2], prior, source_raw=base_raw[None])[0]
             last = DrivenChange(deltas=deltas, rig=rig)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -135,15 +134,10 @@ def landmark_field(crop_landmarks: np.ndarray, crop_motion: np.ndarray, size: in
     BLAS runs single-threaded here: the systems are ~100 x 100, and a threaded solve of that
     size spends 25x longer waking threads than solving (benchmarks/README.md).
     """
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    from fgfem.pipeline import blas_single_thread
+
+    with blas_single_thread():
         return _landmark_field(crop_landmarks, crop_motion, size, grid)
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller() -> Any:
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
 
 
 def _landmark_field(crop_landmarks: np.ndarray, crop_motion: np.ndarray, size: int, grid: int) -> CropField | None:

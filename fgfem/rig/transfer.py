@@ -58,7 +58,10 @@ def fit_expression_change(rig: AURig, source_canon: np.ndarray, target_canon: np
         raw = np.asarray(source_raw, dtype=np.float64).reshape(len(source), NUM_AUS)
         low = np.maximum(low, np.minimum(-np.maximum(raw, 0.0), prior))
         high = np.minimum(high, np.maximum(AU_SCALE - raw, prior))
-    return np.stack([_bounded_solve(system, rhs[i], low[i], high[i]) for i in range(len(source))])
+    from fgfem.pipeline import blas_single_thread
+
+    with blas_single_thread():  # 17 x 17 systems: BLAS threads would only wake up
+        return np.stack([_bounded_solve(system, rhs[i], low[i], high[i]) for i in range(len(source))])
 
 
 def _bounded_solve(system: np.ndarray, rhs: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
