@@ -271,10 +271,17 @@ def _rbf_weights(controls: np.ndarray, targets: np.ndarray, sigma: float) -> np.
 
 
 def _rbf_eval(coords: np.ndarray, controls: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
-    flat = coords.reshape(-1, 2)
-    d2 = (flat**2).sum(1)[:, None] + (controls**2).sum(1)[None, :] - 2.0 * flat @ controls.T
-    values = np.exp(-0.5 * np.maximum(d2, 0.0) / sigma**2) @ weights
-    return values.reshape(*coords.shape[:2], 2)
+    """The interpolated motion at every point of the regular grid ``coords`` (G x G x 2, from ``_grid_coords``).
+
+    The Gaussian factors into x and y, so on a grid the G x G x C kernel is the outer product
+    of two G x C tables: per output axis one product ``(E_y * w) @ E_x.T``, 2 G C exponentials
+    instead of G^2 C (a video frame rebuilds this field; it was a third of the rig's geometry).
+    """
+    xs, ys = coords[0, :, 0], coords[:, 0, 1]
+    scale = -0.5 / sigma**2
+    along_x = np.exp(scale * (xs[:, None] - controls[None, :, 0]) ** 2)
+    along_y = np.exp(scale * (ys[:, None] - controls[None, :, 1]) ** 2)
+    return np.stack([(along_y * weights[None, :, axis]) @ along_x.T for axis in range(weights.shape[1])], axis=-1)
 
 
 @functools.lru_cache(maxsize=8)
