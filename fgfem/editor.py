@@ -372,8 +372,9 @@ class Editor:
         """The photo with each face's field applied at full resolution, then the generator's change pasted."""
         from fgfem.rig.warp import warp_photo
 
-        base = warp_photo(rgb, aligned, fields) if any(f is not None for f in fields) else rgb
-        return self.paste(base, edited, reference, aligned, mode=mode)
+        if not any(f is not None for f in fields):
+            return self.paste(rgb, edited, reference, aligned, mode=mode)
+        return self.paste(warp_photo(rgb, aligned, fields), edited, reference, aligned, mode=mode, in_place=True)
 
     # ----------------------------------------------------------------- photos
     def edit_image(
@@ -446,10 +447,11 @@ class Editor:
         return align_faces(rgb, list(faces), size=self.image_size)
 
     @staticmethod
-    def paste(rgb: np.ndarray, edited: torch.Tensor, reference: torch.Tensor, aligned: Any, *, mode: str) -> np.ndarray:
+    def paste(rgb: np.ndarray, edited: torch.Tensor, reference: torch.Tensor, aligned: Any, *, mode: str,
+              in_place: bool = False) -> np.ndarray:
         from fgfem.faces.paste import paste_back
 
-        return paste_back(rgb, edited, reference, aligned, mode=mode)
+        return paste_back(rgb, edited, reference, aligned, mode=mode, in_place=in_place)
 
 
 def _read_faces(reader: Any, faces: Sequence[Face], dtype: type) -> np.ndarray:

@@ -167,12 +167,15 @@ def _match_colours(edited: torch.Tensor, original: torch.Tensor, weight: torch.T
 
 
 def paste_back(original_rgb: np.ndarray, edited: torch.Tensor, reference: torch.Tensor | None,
-               aligned: AlignedBatch, *, mode: str = "delta", feather: float = 0.05) -> np.ndarray:
+               aligned: AlignedBatch, *, mode: str = "delta", feather: float = 0.05,
+               in_place: bool = False) -> np.ndarray:
     """The original photo with every aligned face replaced by its edit (H x W x 3 uint8).
 
     ``edited`` and ``reference`` are B x 3 x s x s in [-1, 1], one per face of
     ``aligned``; ``reference`` is G(x, 0) and is required by ``mode="delta"``.
     Faces are pasted in order, so where two masks overlap the later face wins.
+    ``in_place`` may write into ``original_rgb`` itself (where it is a contiguous H x W x 3
+    uint8 array): for the rig's freshly warped copy of a frame, one full-frame copy less.
     """
     if mode not in MODES:
         raise FgfemError(f"unknown paste mode {mode!r}; use {' or '.join(MODES)}")
@@ -190,7 +193,7 @@ def paste_back(original_rgb: np.ndarray, edited: torch.Tensor, reference: torch.
         reference = reference.detach().to("cpu", torch.float32)
         if tuple(reference.shape) != expected:
             raise FgfemError(f"reference crops have shape {tuple(reference.shape)}, expected {expected}")
-    out = original.copy()
+    out = original if in_place else original.copy()
     for index in range(len(aligned)):
         mask = _crop_mask_for(aligned, index, feather)
         mask_t = torch.from_numpy(mask)
