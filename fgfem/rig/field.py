@@ -45,10 +45,17 @@ MERGE_IOD = 0.05
 MIN_JACOBIAN = 0.2
 """The forward map's Jacobian determinant may shrink an area to a fifth, never fold it."""
 GRID = 64
-"""Side of the field's grid over the crop: the field is smooth (a Gaussian of 0.15 IOD, ~8 crop px),
+"""Cells of the field's grid across the crop: the field is smooth (a Gaussian of 0.15 IOD, ~8 crop px),
 so 2 crop px per cell lose nothing and cost a quarter of a 128 grid per video frame."""
 TORN_GRID = 128
 """Parted lips need the finer grid: the tear and the cavity's edge are sharp."""
+MARGIN = 0.375
+"""The field's grid reaches this fraction of the crop beyond each of its edges.
+
+Why: the aligned crop ends just below the chin (the chin sits ~5 crop px above its border),
+while the anchor ring, where a dropping jaw's motion fades out over the neck, lies up to
+~45 px below it. A grid that stopped at the crop cut the field there: every jaw edit left
+a hard edge across the neck, the width of the crop."""
 INVERSE_STEPS = 6
 
 
@@ -74,12 +81,30 @@ class CropField:
     size: int
     scale: float
     max_motion: float
+    origin: float = 0.0
+    """Crop px of the grid's left and top edge (``-MARGIN * size``: the grid reaches beyond the crop)."""
+    span: float = 0.0
+    """Crop px the grid covers along each side (0: the crop itself, ``size``)."""
     cavity: torch.Tensor | None = None
     """G x G in [0, 1]: where parted lips open onto the inside of the mouth (None: they do not part)."""
 
     @property
     def grid(self) -> int:
         return int(self.inverse.shape[-1])
+
+    @property
+    def extent(self) -> float:
+        """Crop px covered by the grid along each side."""
+        return float(self.span or self.size)
+
+    @property
+    def spacing(self) -> float:
+        """Crop px per grid cell."""
+        return self.extent / self.grid
+
+    def normalised(self, crop_points: torch.Tensor) -> torch.Tensor:
+        """Crop px (x, y; pixel centres) -> ``grid_sample``'s [-1, 1] over this field's grid."""
+        return (crop_points + 0.5 - self.origin) * (2.0 / self.extent) - 1.0
 
 
 def anchor_points(crop_landmarks: np.ndarray) -> np.ndarray:
@@ -147,11 +172,15 @@ def _landmark_field(crop_landmarks: np.ndarray, crop_motion: np.ndarray, size: i
     points = np.asarray(crop_landmarks, dtype=np.float64)
     parting = lips_part(points, motion)
     grid = max(grid, TORN_GRID) if parting else grid
-    coords = _grid_coords(size, grid)
+    origin, span = -MARGIN * size, (1.0 + 2.0 * MARGIN) * size
+    cells = int(round(grid * (1.0 + 2.0 * MARGIN)))
+    spacing = span / cells
+    coords = _grid_coords(origin, span, cells)
     if not parting:
         forward = _smooth_forward(points, motion, coords)
-        scale, inverse = _fold_free_scale(forward, size / grid, size)
-        return CropField(inverse=inverse, size=size, scale=scale, max_motion=float(np.abs(motion).max() * scale))
+        scale, inverse = _fold_free_scale(forward, spacing, span)
+        return CropField(inverse=inverse, size=size, scale=scale, max_motion=float(np.abs(motion).max() * scale),
+                         origin=origin, span=span)
     upper, lower = motion.copy(), motion.copy()
     upper[list(LOWER_INNER)] = motion[list(UPPER_INNER)][::-1]
     lower[list(UPPER_INNER)] = motion[list(LOWER_INNER)][::-1]
@@ -160,29 +189,29 @@ def _landmark_field(crop_landmarks: np.ndarray, crop_motion: np.ndarray, size: i
 
     def torn(scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         return _torn_field(points, upper * scale, lower * scale, forward_up * scale, forward_down * scale,
-                           coords, size)
+                           coords, span)
 
     def fold_free(scale: float) -> bool:
         # Each half is checked only where it is used: the upper field pulls the lower inner
         # lip up into the upper lip (a fold there, but that half is never shown below the tear).
         inverse, cavity = torn(scale)
         sampling = -inverse.permute(1, 2, 0).numpy().astype(np.float64)
-        det = jacobian_determinant(sampling, size / grid)
+        det = jacobian_determinant(sampling, spacing)
         seam = F.max_pool2d(cavity[None, None], 5, stride=1, padding=2)[0, 0].numpy() > 0
         return bool(det[~seam].min() >= MIN_JACOBIAN)
 
     scale = _largest_scale(fold_free)
     inverse, cavity = torn(scale)
     return CropField(inverse=inverse, size=size, scale=scale, max_motion=float(np.abs(motion).max() * scale),
-                     cavity=cavity)
+                     origin=origin, span=span, cavity=cavity)
 
 
 def _torn_field(points: np.ndarray, upper: np.ndarray, lower: np.ndarray, forward_up: np.ndarray,
-                forward_down: np.ndarray, coords: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                forward_down: np.ndarray, coords: np.ndarray, span: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The sampling field that follows the upper lip above the parting line and the lower lip below,
     and the cavity (G x G in [0, 1]) between the two moved inner-lip lines."""
-    inverse_up = invert_field(_as_tensor(forward_up), size)
-    inverse_down = invert_field(_as_tensor(forward_down), size)
+    inverse_up = invert_field(_as_tensor(forward_up), span)
+    inverse_down = invert_field(_as_tensor(forward_down), span)
     top = _lip_line(points, upper, (60, 61, 62, 63, 64), coords)
     bottom = _lip_line(points, lower, (60, 67, 66, 65, 64), coords)
     y = torch.from_numpy(coords[..., 1].astype(np.float32))
@@ -285,18 +314,19 @@ def _rbf_eval(coords: np.ndarray, controls: np.ndarray, weights: np.ndarray, sig
 
 
 @functools.lru_cache(maxsize=8)
-def _grid_coords_cached(size: int, grid: int) -> np.ndarray:
-    step = size / grid
-    centres = (np.arange(grid) + 0.5) * step - 0.5
+def _grid_coords_cached(origin: float, span: float, grid: int) -> np.ndarray:
+    step = span / grid
+    centres = origin + (np.arange(grid) + 0.5) * step - 0.5
     xs, ys = np.meshgrid(centres, centres)
     coords = np.stack([xs, ys], axis=-1)
     coords.setflags(write=False)
     return coords
 
 
-def _grid_coords(size: int, grid: int) -> np.ndarray:
-    """Crop-pixel coordinates (x, y) of the centres of a ``grid`` x ``grid`` field over the crop."""
-    return _grid_coords_cached(int(size), int(grid))
+def _grid_coords(origin: float, span: float, grid: int) -> np.ndarray:
+    """Crop-pixel coordinates (x, y) of the centres of a ``grid`` x ``grid`` field whose square covers
+    ``span`` crop px from ``origin`` (its edge; pixel centres are whole numbers)."""
+    return _grid_coords_cached(float(origin), float(span), int(grid))
 
 
 def _window(coords: np.ndarray, points: np.ndarray, anchors: np.ndarray) -> np.ndarray:
@@ -321,7 +351,7 @@ def jacobian_determinant(forward: np.ndarray, spacing: float) -> np.ndarray:
     return (1.0 + du_dx) * (1.0 + dv_dy) - du_dy * dv_dx
 
 
-def _fold_free_scale(forward: np.ndarray, spacing: float, size: int) -> tuple[float, torch.Tensor]:
+def _fold_free_scale(forward: np.ndarray, spacing: float, span: float) -> tuple[float, torch.Tensor]:
     """The largest s in (0, 1] for which s * forward, and the sampling map inverted from it, never fold;
     and that inverted map (computed once per tried scale, kept for the one chosen).
 
@@ -335,13 +365,13 @@ def _fold_free_scale(forward: np.ndarray, spacing: float, size: int) -> tuple[fl
         scaled = forward * scale
         if jacobian_determinant(scaled, spacing).min() < MIN_JACOBIAN:
             return False
-        inverses[scale] = invert_field(_as_tensor(scaled), size)
+        inverses[scale] = invert_field(_as_tensor(scaled), span)
         sampling = -inverses[scale].permute(1, 2, 0).numpy().astype(np.float64)
         return bool(jacobian_determinant(sampling, spacing).min() >= MIN_JACOBIAN)
 
     scale = _largest_scale(fold_free)
     inverse = inverses.get(scale)
-    return scale, inverse if inverse is not None else invert_field(_as_tensor(forward * scale), size)
+    return scale, inverse if inverse is not None else invert_field(_as_tensor(forward * scale), span)
 
 
 def _largest_scale(fold_free: Callable[[float], bool]) -> float:
@@ -358,7 +388,7 @@ def _largest_scale(fold_free: Callable[[float], bool]) -> float:
     return low
 
 
-def invert_field(forward: torch.Tensor, size: int) -> torch.Tensor:
+def invert_field(forward: torch.Tensor, span: float) -> torch.Tensor:
     """The sampling field v with v(p) = u(p - v(p)), by fixed-point iteration (2 x G x G).
 
     A content point q moves to q + u(q); to draw the output at p we need the q with
@@ -370,8 +400,8 @@ def invert_field(forward: torch.Tensor, size: int) -> torch.Tensor:
     inverse = forward.clone()
     field = forward[None]
     for _ in range(INVERSE_STEPS):
-        # p - v(p) in grid_sample's normalised coordinates of the crop: crop px -> [-1, 1].
-        shift = inverse.permute(1, 2, 0)[None] * (2.0 / size)
+        # p - v(p) in grid_sample's normalised coordinates of the grid (``span`` crop px across).
+        shift = inverse.permute(1, 2, 0)[None] * (2.0 / span)
         inverse = F.grid_sample(field, base - shift, mode="bilinear", padding_mode="border",
                                 align_corners=False)[0]
     return inverse
@@ -391,8 +421,11 @@ def warp_crops(crops: torch.Tensor, fields: list[CropField | None]) -> torch.Ten
             continue
         size = crops.shape[-1]
         base = _base_grid(size).to(crops.dtype)
-        offsets = F.interpolate(field.inverse[None], size=(size, size), mode="bilinear", align_corners=False)
-        grid = base - offsets.permute(0, 2, 3, 1).to(crops.dtype) * (2.0 / field.size)
+        # The field at every crop pixel: its grid reaches beyond the crop (``MARGIN``).
+        where = field.normalised((base.float() + 1.0) * (0.5 * size) - 0.5)
+        offsets = F.grid_sample(field.inverse[None], where, mode="bilinear", padding_mode="zeros",
+                                align_corners=False)
+        grid = base - offsets.permute(0, 2, 3, 1).to(crops.dtype) * (2.0 / size)
         out[index] = F.grid_sample(crops[index : index + 1], grid, mode="bicubic", padding_mode="border",
                                    align_corners=False)[0].clamp(-1.0, 1.0)
     return out

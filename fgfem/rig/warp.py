@@ -43,8 +43,9 @@ def _box_to_grid(aligned: AlignedBatch, index: int, field: CropField, box: tuple
     """
     x0, y0 = box[:2]
     to_crop = to_3x3(np.asarray(aligned.matrices[index], dtype=np.float64))
-    cells = field.grid / field.size  # grid cells per crop pixel; centres at (u + 0.5) * cells - 0.5
-    to_grid = np.array([[cells, 0.0, 0.5 * cells - 0.5], [0.0, cells, 0.5 * cells - 0.5], [0.0, 0.0, 1.0]])
+    cells = 1.0 / field.spacing  # grid cells per crop pixel; cell j's centre at (u + 0.5 - origin) * cells - 0.5
+    offset = (0.5 - field.origin) * cells - 0.5
+    to_grid = np.array([[cells, 0.0, offset], [0.0, cells, offset], [0.0, 0.0, 1.0]])
     shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
     return (to_grid @ to_crop @ shift)[:2]
 
@@ -72,8 +73,9 @@ def field_box(aligned: AlignedBatch, index: int, field: CropField) -> tuple[int,
     rows, cols = np.nonzero(magnitude > SUPPORT_PX)
     if rows.size == 0:
         return None
-    cell = field.size / field.grid
-    crop_box = (cols.min() * cell - 1, rows.min() * cell - 1, (cols.max() + 1) * cell, (rows.max() + 1) * cell)
+    cell, edge = field.spacing, field.origin - 0.5
+    crop_box = (edge + cols.min() * cell - 1, edge + rows.min() * cell - 1, edge + (cols.max() + 1) * cell + 1,
+                edge + (rows.max() + 1) * cell + 1)
     return source_box(aligned.inverse[index], crop_box, aligned.image_shape, pad=2)
 
 

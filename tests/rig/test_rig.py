@@ -163,7 +163,7 @@ def sampling_determinant(field) -> np.ndarray:  # noqa: ANN001 - a CropField
     cavity (``CropField.cavity``); everywhere else the map must be fold-free.
     """
     sampling = -field.inverse.permute(1, 2, 0).numpy().astype(np.float64)
-    det = jacobian_determinant(sampling, field.size / field.grid)
+    det = jacobian_determinant(sampling, field.spacing)
     if field.cavity is not None:
         seam = torch.nn.functional.max_pool2d(field.cavity[None, None], 5, stride=1, padding=2)[0, 0].numpy() > 0
         det = det[~seam]
@@ -201,10 +201,9 @@ def test_field_is_zero_at_anchors_and_on_the_outline(rig: AURig, rig_editor, neu
     points, aligned = _crop_points(rig_editor, rgb, face)
     field = landmark_field(points, _crop_motion(rig, face, aligned, single("AU12", 2.0)), 128)
     grid = field.inverse
-    size = field.size
 
     def offset_at(p: np.ndarray) -> float:
-        norm = torch.tensor((p + 0.5) / size * 2 - 1, dtype=torch.float32).view(1, 1, -1, 2)
+        norm = field.normalised(torch.tensor(p, dtype=torch.float32)).view(1, 1, -1, 2)
         values = torch.nn.functional.grid_sample(grid[None], norm, align_corners=False)[0, :, 0]
         return float(values.norm(dim=0).max())
 
@@ -213,6 +212,36 @@ def test_field_is_zero_at_anchors_and_on_the_outline(rig: AURig, rig_editor, neu
     assert offset_at(points[list(JAW)]) / crop_per_image < 0.5
     corners = np.array([[0.0, 0.0], [127.0, 0.0], [0.0, 127.0], [127.0, 127.0]])
     assert offset_at(corners) < 1e-3  # below STILL_PX: those photo pixels are copied, not resampled
+
+
+@pytest.mark.parametrize("photo", ["hopper.jpg", "astronaut.png"])
+@pytest.mark.parametrize("code", ["AU26", "AU17", "AU12"])
+def test_field_fades_to_zero_inside_its_box_in_the_photo(rig_editor, photo: str, code: str) -> None:  # noqa: ANN001
+    """No edge where the field stops: at the border of the rectangle it is applied to, it moves < 0.05 px.
+
+    A jaw's motion fades out over the neck, below the aligned crop (its grid reaches beyond
+    the crop): a grid that ended at the crop cut an AU26 off across the neck at ~8 px. The
+    example portraits have neck and collar below the chin, where that edge showed.
+    """
+    from fgfem.paths import SOURCE_ROOT
+    from fgfem.rig.warp import field_box, image_offsets
+
+    rgb = load_image(SOURCE_ROOT / "examples" / photo).rgb
+    face = rig_editor.find_faces(rgb)[0]
+    aligned = rig_editor.align(rgb, [face])
+    field = rig_editor.geometry(aligned, single(code, 1.0)[None])[0]
+    box = field_box(aligned, 0, field)
+    assert box is not None
+    offsets = np.linalg.norm(image_offsets(aligned, 0, field, box), axis=-1)
+    height, width = rgb.shape[:2]
+    x0, y0, x1, y1 = box
+    inner_edges = [edge for edge, at_photo_border in ((offsets[0], y0 == 0), (offsets[-1], y1 == height),
+                                                      (offsets[:, 0], x0 == 0), (offsets[:, -1], x1 == width))
+                   if not at_photo_border]  # where the photo itself ends, the motion may run off it
+    assert offsets.max() > 0.5, code  # it does move the face
+    assert inner_edges and max(float(e.max()) for e in inner_edges) < 0.05, code
+    if code != "AU12" and y1 < height:  # a jaw AU's box reaches well below the chin: it fades over the neck
+        assert y1 > face.landmarks[8, 1] + 0.15 * np.ptp(face.landmarks[:, 1])
 
 
 # ----------------------------------------------------------------------------- whole photos
