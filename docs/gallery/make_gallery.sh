@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the README gallery and the model card's contact sheets with fgfem itself, from the two
-# public-domain works in examples/.
+# public-domain works in examples/ (a NASA portrait, a US Navy portrait, a painting).
 # Usage: bash docs/gallery/make_gallery.sh [WEIGHTS]   (default: the shipped weights/default.safetensors)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,13 +20,14 @@ fgfem interpolate "$face" --au 12=+2 --steps 0,0.5,0.75,1,1.25 --boomerang --fps
 # Expression transfer: the Mona Lisa's expression on the astronaut.
 fgfem interpolate "$face" --target examples/monalisa.jpg --steps 0,1 --size 160 \
   "${weights[@]}" -o "$out/transfer.png" --force
-# Contact sheets for the model card: every AU at -1, 0 and +1 on the photo, a grey copy of it and the painting.
+# Contact sheets for the model card: every AU at -1, 0 and +1 on the two photos, a grey copy of the first and the
+# painting.
 all_aus=1,2,4,5,6,7,9,10,12,14,15,17,20,23,25,26,45
 grey_dir=$(mktemp -d)
 trap 'rm -rf "$grey_dir"' EXIT
 python -c "import sys; from PIL import Image; Image.open(sys.argv[1]).convert('L').save(sys.argv[2])" \
   "$face" "$grey_dir/astronaut_grey.png"
-for input in "$face" "$grey_dir/astronaut_grey.png" examples/monalisa.jpg; do
+for input in "$face" "$grey_dir/astronaut_grey.png" examples/hopper.jpg examples/monalisa.jpg; do
   name=$(basename "${input%.*}")
   fgfem interpolate "$input" --grid --grid-aus "$all_aus" --steps -1,0,1 --size 112 \
     "${weights[@]}" -o "$out/contact_$name.png" --force

@@ -340,7 +340,7 @@ def _window(coords: np.ndarray, points: np.ndarray, anchors: np.ndarray) -> np.n
     outer = inner * ring_factor(table)
     r_in = np.interp(angle, table, inner)
     r_out = np.interp(angle, table, outer)
-    t = np.clip((np.linalg.norm(rel, axis=-1) - r_in) / np.maximum(r_out - r_in, 1e-6), 0.0, 1.0)
+    t = np.clip((np.hypot(rel[..., 0], rel[..., 1]) - r_in) / np.maximum(r_out - r_in, 1e-6), 0.0, 1.0)
     return 0.5 * (1.0 + np.cos(np.pi * t))
 
 
