@@ -293,7 +293,12 @@ def read_pairs(path: Path) -> list[tuple[Path, Path]]:
         parts = line.split()
         if len(parts) != 2:
             raise FgfemError(f"{path}:{number}: expected two photo paths (neutral, then posed), got {line!r}")
-        pairs.append(tuple((Path(path).parent / part) for part in parts))
+        pair = tuple(Path(path).parent / part for part in parts)
+        for part, photo in zip(parts, pair, strict=True):
+            if not photo.is_file():  # checked before anything is edited: a long run must not fail at its end
+                raise FgfemError(f"{path}:{number}: no photo {part!r} (paths are relative to the list's folder, "
+                                 f"{Path(path).parent})")
+        pairs.append(pair)
     return pairs  # type: ignore[return-value]
 
 

@@ -32,10 +32,11 @@ def run_photo_eval(data: Path, weights: Path | None, *, aus: str, intensity: flo
     photos = iter_image_files(data)
     if not photos:
         raise FgfemError(f"no photos in {data}")
+    transfer_pairs = read_pairs(pairs) if pairs else ()  # a bad list fails here, before the model loads
+    ceiling_pairs = read_pairs(neutral_pairs) if neutral_pairs else ()
     editor = load_editor(weights, device, "dlib")
-    report = evaluate_photos(editor, photos, aus=codes, intensity=intensity,
-                             pairs=read_pairs(pairs) if pairs else (),
-                             neutral_pairs=read_pairs(neutral_pairs) if neutral_pairs else (), identity=identity)
+    report = evaluate_photos(editor, photos, aus=codes, intensity=intensity, pairs=transfer_pairs,
+                             neutral_pairs=ceiling_pairs, identity=identity)
     show_photo_report(report, len(photos))
     if out is not None:
         write_text(out, json.dumps(report.to_dict(), indent=1))

@@ -229,3 +229,20 @@ def test_cli_writes_json_and_refuses_to_overwrite(dataset: Path, lite_weights: P
     assert "--force" in capsys.readouterr().err
     assert run([*args[:-2], "--aus", "12,99"]) == 1
     assert "unknown action unit '99'" in capsys.readouterr().err
+
+
+def test_photo_eval_refuses_a_pairs_list_naming_a_missing_photo_before_loading(tmp_path: Path, capsys) -> None:
+    """The list is read first: a wrong path is one line naming the line, not a failure after every edit
+    (the weights named here do not exist, so getting as far as loading them would be another error)."""
+    from fgfem.cli import run
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[2] / "examples" / "hopper.jpg", photos / "hopper.jpg")
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("# neutral posed\nphotos/hopper.jpg photos/smile.jpg\n", encoding="utf-8")
+    code = run(["eval", str(photos), "--photos", "--pairs", str(pairs), "--weights", str(tmp_path / "absent.st")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "pairs.txt:2: no photo 'photos/smile.jpg'" in err and "relative to the list's folder" in err
+    assert "Traceback" not in err and "absent.st" not in err
