@@ -81,10 +81,10 @@ class CropField:
     size: int
     scale: float
     max_motion: float
-    origin: float = 0.0
+    origin: float
     """Crop px of the grid's left and top edge (``-MARGIN * size``: the grid reaches beyond the crop)."""
-    span: float = 0.0
-    """Crop px the grid covers along each side (0: the crop itself, ``size``)."""
+    span: float
+    """Crop px the grid covers along each side (``(1 + 2 * MARGIN) * size``)."""
     cavity: torch.Tensor | None = None
     """G x G in [0, 1]: where parted lips open onto the inside of the mouth (None: they do not part)."""
 
@@ -93,18 +93,13 @@ class CropField:
         return int(self.inverse.shape[-1])
 
     @property
-    def extent(self) -> float:
-        """Crop px covered by the grid along each side."""
-        return float(self.span or self.size)
-
-    @property
     def spacing(self) -> float:
         """Crop px per grid cell."""
-        return self.extent / self.grid
+        return self.span / self.grid
 
     def normalised(self, crop_points: torch.Tensor) -> torch.Tensor:
         """Crop px (x, y; pixel centres) -> ``grid_sample``'s [-1, 1] over this field's grid."""
-        return (crop_points + 0.5 - self.origin) * (2.0 / self.extent) - 1.0
+        return (crop_points + 0.5 - self.origin) * (2.0 / self.span) - 1.0
 
 
 def anchor_points(crop_landmarks: np.ndarray) -> np.ndarray:
