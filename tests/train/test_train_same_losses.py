@@ -3,7 +3,8 @@
 The numbers were recorded with fgfem's training code before its generator terms (pairs,
 landmark flow, warp AUs, the changed-AU condition) moved out of the loop into objects, on
 a 2-core AMD EPYC in fp32; there they still match bit for bit. The tolerance leaves room
-for another CPU's float rounding only: a changed term, weight, draw or order is far off.
+for another CPU's float rounding only (CI's machine, with other SIMD kernels, gave g_cyc 1.05e-4
+relative off after two steps): a changed term, weight, draw or order is off by far more than 1e-3.
 """
 
 from __future__ import annotations
@@ -77,4 +78,4 @@ def test_fixed_seed_run_logs_the_recorded_losses(name: str, data: Path, tmp_path
     logged = [{k: v for k, v in line.items() if k not in ("step", "epoch", "lr_g", "lr_d")} for line in history]
     assert [set(line) for line in logged] == [set(line) for line in RECORDED[name]]
     for line, expected in zip(logged, RECORDED[name], strict=True):
-        assert line == pytest.approx(expected, rel=1e-4, abs=1e-7)
+        assert line == pytest.approx(expected, rel=1e-3, abs=1e-7)
