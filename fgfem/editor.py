@@ -368,13 +368,18 @@ class Editor:
         return edited, reference
 
     def compose(self, rgb: np.ndarray, aligned: AlignedBatch, fields: Sequence[CropField | None],
-                edited: torch.Tensor, reference: torch.Tensor, *, mode: str = "delta") -> np.ndarray:
-        """The photo with each face's field applied at full resolution, then the generator's change pasted."""
+                edited: torch.Tensor, reference: torch.Tensor, *, mode: str = "delta",
+                resample: str = "lanczos") -> np.ndarray:
+        """The photo with each face's field applied at full resolution, then the generator's change pasted.
+
+        ``resample``: the kernel of ``fgfem.rig.warp.RESAMPLE`` (photos Lanczos; render passes cubic).
+        """
         from fgfem.rig.warp import warp_photo
 
         if not any(f is not None for f in fields):
             return self.paste(rgb, edited, reference, aligned, mode=mode)
-        return self.paste(warp_photo(rgb, aligned, fields), edited, reference, aligned, mode=mode, in_place=True)
+        warped = warp_photo(rgb, aligned, fields, resample=resample)
+        return self.paste(warped, edited, reference, aligned, mode=mode, in_place=True)
 
     # ----------------------------------------------------------------- photos
     def edit_image(

@@ -320,7 +320,7 @@ def _compose_stage(editor: Editor, batches: Iterable[_Generated], mode: str) -> 
             assert generated.edited is not None and generated.reference is not None
             stop = start + len(frame.faces)
             out = editor.compose(frame.rgb, frame.aligned, frame.fields, generated.edited[start:stop],
-                                 generated.reference[start:stop], mode=mode)
+                                 generated.reference[start:stop], mode=mode, resample="cubic")  # per-frame cost
             start = stop
             yield FrameEdit(rgb=out, faces=len(frame.faces))
 

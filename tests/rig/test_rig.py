@@ -284,6 +284,29 @@ def test_full_resolution_edit_keeps_the_photos_detail(rig_editor, samples: Path)
     assert ratio > 0.9
 
 
+@pytest.mark.parametrize("code", ["AU01", "AU04"])
+def test_photo_edits_resample_with_lanczos_and_keep_the_faces_detail(rig_editor, code: str) -> None:  # noqa: ANN001
+    """A photo's edit keeps >= 0.95 of the face's Laplacian variance, and more than a bicubic resample would.
+
+    Grace Hopper's portrait (never in any fit) has sharp skin, hair and glasses detail: the
+    bicubic resample of an AU01 +1 kept 0.93 of it, the Lanczos one keeps 0.96.
+    """
+    from fgfem.paths import SOURCE_ROOT
+    from fgfem.photo_eval import laplacian_variance
+    from fgfem.rig.warp import warp_photo
+
+    rgb = load_image(SOURCE_ROOT / "examples" / "hopper.jpg").rgb
+    face = rig_editor.find_faces(rgb)[0]
+    base = laplacian_variance(rgb, face.landmarks)
+    edited = rig_editor.edit_image(rgb, single(code, 1.0), faces=[face]).images[0]
+    assert laplacian_variance(edited, face.landmarks) / base >= 0.95
+    aligned = rig_editor.align(rgb, [face])
+    fields = rig_editor.geometry(aligned, single(code, 1.0)[None])
+    kept = {kernel: laplacian_variance(warp_photo(rgb, aligned, fields, resample=kernel), face.landmarks) / base
+            for kernel in ("cubic", "lanczos")}
+    assert kept["lanczos"] > kept["cubic"] + 0.01
+
+
 def test_weights_without_a_rig_still_load_and_edit_as_before(tmp_path: Path, shipped: Path, neutral_face) -> None:  # noqa: ANN001
     """A file without rig tensors is the generator alone: its own warp on, the old batch/paste path."""
     from fgfem.editor import Editor
