@@ -96,6 +96,10 @@ class PhotoReport:
     round_trip_psnr: list[float] = field(default_factory=list)
     transfer: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    locality_floor: float | None = None
+    """``locality`` of an invisible change to the same photos (``locality_floor``): the reading's noise alone."""
+    jitter: int = 1
+    """The sub-pixel shifts each landmark reading was averaged over (``PhotoJudge``)."""
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Per (AU, intensity): the mean of each cue, locality, sharpness and identity."""
@@ -114,7 +118,7 @@ class PhotoReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"summary": self.summary(), "round_trip_psnr": self.round_trip_psnr, "transfer": self.transfer,
-                "skipped": self.skipped}
+                "skipped": self.skipped, "locality_floor": self.locality_floor, "landmark_jitter": self.jitter}
 
 
 class PhotoJudge:
@@ -361,13 +365,16 @@ def read_pairs(path: Path) -> list[tuple[Path, Path]]:
 
 def evaluate_photos(editor: Any, photos: Sequence[Path], *, aus: Sequence[str], intensity: float,
                     pairs: Sequence[tuple[Path, Path]] = (), neutral_pairs: Sequence[tuple[Path, Path]] = (),
-                    identity: bool = True, progress: Callable[[int, int], None] | None = None) -> PhotoReport:
-    """``fgfem eval --photos``: every measure of this module on real photo files."""
+                    identity: bool = True, jitter: int = 1,
+                    progress: Callable[[int, int], None] | None = None) -> PhotoReport:
+    """``fgfem eval --photos``: every measure of this module on real photo files (``jitter``: ``PhotoJudge``)."""
     from fgfem.media import load_image
 
-    judge = PhotoJudge(editor.backend, identity=identity)
+    judge = PhotoJudge(editor.backend, identity=identity, jitter=jitter)
     images = [(str(p), load_image(p).rgb) for p in photos]
     report = judge_photos(editor, judge, images, aus, (intensity,), round_trip=intensity, progress=progress)
+    report.jitter = jitter
+    report.locality_floor = locality_floor(judge, images)
     if pairs:
         def load(pair: tuple[Path, Path]) -> tuple[np.ndarray, np.ndarray]:
             return load_image(pair[0]).rgb, load_image(pair[1]).rgb

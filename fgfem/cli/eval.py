@@ -40,6 +40,10 @@ def eval_command(
     neutral_pairs: Path | None = typer.Option(None, "--neutral-pairs",
                                               help="With --pairs: two neutral photos of one person a line (the "
                                                    "share's ceiling)."),
+    landmark_jitter: int = typer.Option(1, "--landmark-jitter",
+                                        help="With --photos: average dlib's landmarks over N sub-pixel shifts of "
+                                             "each photo (9: about a third of its noise; N times the landmark "
+                                             "time)."),
     *,
     shared: Shared,
 ) -> None:
@@ -58,7 +62,7 @@ def eval_command(
         from fgfem.cli.eval_photos import run_photo_eval
 
         run_photo_eval(data, shared.weights, aus=aus, intensity=intensity, pairs=pairs, neutral_pairs=neutral_pairs,
-                       identity=identity, device=shared.device, out=out, force=shared.force)
+                       identity=identity, jitter=landmark_jitter, device=shared.device, out=out, force=shared.force)
         return
     run_crop_eval(data, shared, only=only, limit=limit, aus=aus, intensity=intensity, batch=batch, identity=identity,
                   out=out)

@@ -12,11 +12,14 @@ from rich.table import Table
 from fgfem.cli.app import console
 from fgfem.errors import FgfemError
 
+MAX_JITTER = 64
+"""More shifts than this only multiply the landmark time: 9 already take dlib's noise to a third."""
 SHOWN_CUES = ("lip_corner_rise", "mouth_width", "inner_brow_gap", "inner_brow_rise", "inner_lip_gap", "eye_opening")
 
 
 def run_photo_eval(data: Path, weights: Path | None, *, aus: str, intensity: float, pairs: Path | None,
-                   neutral_pairs: Path | None, identity: bool, device: str, out: Path | None, force: bool) -> None:
+                   neutral_pairs: Path | None, identity: bool, device: str, out: Path | None, force: bool,
+                   jitter: int = 1) -> None:
     """Check the inputs, edit and judge every photo of ``data``, print the table, write JSON if asked."""
     from fgfem.atomic import write_text
     from fgfem.aus import AU_CODES, au_index
@@ -24,6 +27,8 @@ def run_photo_eval(data: Path, weights: Path | None, *, aus: str, intensity: flo
     from fgfem.media import check_writable, iter_image_files
     from fgfem.photo_eval import evaluate_photos, read_pairs
 
+    if not 1 <= jitter <= MAX_JITTER:
+        raise FgfemError(f"--landmark-jitter {jitter}: from 1 (one dlib reading) to {MAX_JITTER} sub-pixel shifts")
     if out is not None:
         check_writable(out, force=force)
     if not data.is_dir():
@@ -36,7 +41,7 @@ def run_photo_eval(data: Path, weights: Path | None, *, aus: str, intensity: flo
     ceiling_pairs = read_pairs(neutral_pairs) if neutral_pairs else ()
     editor = load_editor(weights, device, "dlib")
     report = evaluate_photos(editor, photos, aus=codes, intensity=intensity, pairs=transfer_pairs,
-                             neutral_pairs=ceiling_pairs, identity=identity)
+                             neutral_pairs=ceiling_pairs, identity=identity, jitter=jitter)
     show_photo_report(report, len(photos))
     if out is not None:
         write_text(out, json.dumps(report.to_dict(), indent=1))
@@ -46,7 +51,9 @@ def run_photo_eval(data: Path, weights: Path | None, *, aus: str, intensity: flo
 def show_photo_report(report: object, count: int) -> None:
     """Per AU: landmark cues (IOD), locality, sharpness ratio and identity; then round trip and transfer."""
     summary = report.summary()  # type: ignore[attr-defined]
-    table = Table(title=f"whole-photo edits on {count} photos (dlib landmarks, inter-ocular units)",
+    jitter = report.jitter  # type: ignore[attr-defined]
+    reading = "dlib landmarks" if jitter == 1 else f"dlib landmarks averaged over {jitter} sub-pixel shifts"
+    table = Table(title=f"whole-photo edits on {count} photos ({reading}, inter-ocular units)",
                   box=box.SIMPLE_HEAD, show_edge=False)
     # corners: lip-corner rise; width: mouth width; gap/rise: inner brows; lips: inner-lip gap;
     # eyes: lid opening; local: motion outside the AU's region; sharp: Laplacian variance ratio.
@@ -56,6 +63,9 @@ def show_photo_report(report: object, count: int) -> None:
         table.add_row(key, *(f"{row[c]:+.3f}" for c in SHOWN_CUES), f"{row['locality']:.4f}",
                       f"{row['sharpness_ratio']:.3f}", f"{row['identity']:.3f}")
     console.print(table)
+    floor = report.locality_floor  # type: ignore[attr-defined]
+    if floor is not None and floor == floor:  # not NaN
+        console.print(f"locality floor (the photos re-saved as JPEG q95, a change no one sees): {floor:.4f}")
     trips = report.round_trip_psnr  # type: ignore[attr-defined]
     if trips:
         console.print(f"+r then -r on the whole photo: {sum(trips) / len(trips):.1f} dB")

@@ -246,3 +246,40 @@ def test_photo_eval_refuses_a_pairs_list_naming_a_missing_photo_before_loading(t
     assert code == 1
     assert "pairs.txt:2: no photo 'photos/smile.jpg'" in err and "relative to the list's folder" in err
     assert "Traceback" not in err and "absent.st" not in err
+
+
+def test_photo_eval_measures_real_photos_with_averaged_landmarks_and_the_floor(shared: Path, tmp_path: Path,
+                                                                              capsys) -> None:
+    """`eval --photos` on two held-out neutral photos: the smile shows in dlib's landmarks, the locality's
+    floor is printed and written, and the reading says how many sub-pixel shifts it averaged."""
+    from fgfem.cli import run
+    from fgfem.paths import find_default_weights
+
+    weights = find_default_weights()
+    if weights is None:
+        pytest.skip("weights/default.safetensors is absent in this checkout")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("0101a02.jpg", "1601a01.jpg"):
+        shutil.copy(shared / "data" / "taiwanese" / name, photos / name)
+    out = tmp_path / "photo-metrics.json"
+    code = run(["eval", str(photos), "--photos", "--aus", "12", "--landmark-jitter", "3", "--no-identity",
+                "-o", str(out), "--weights", str(weights)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "averaged over 3 sub-pixel shifts" in printed and "locality floor" in printed
+    report = json.loads(out.read_text())
+    assert report["landmark_jitter"] == 3
+    assert 0.0 < report["locality_floor"] < 0.01
+    assert report["summary"]["AU12@+1"]["lip_corner_rise"] > 0.03
+
+
+@pytest.mark.parametrize("value", ["0", "65", "-3"])
+def test_photo_eval_refuses_a_landmark_jitter_out_of_range_in_one_line(value: str, tmp_path: Path, capsys) -> None:
+    from fgfem.cli import run
+
+    code = run(["eval", str(tmp_path), "--photos", "--landmark-jitter", value])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.strip().splitlines() == [f"error: --landmark-jitter {value}: from 1 (one dlib reading) to 64 "
+                                        "sub-pixel shifts"]
