@@ -53,16 +53,19 @@ def show_photo_report(report: object, count: int) -> None:
     summary = report.summary()  # type: ignore[attr-defined]
     jitter = report.jitter  # type: ignore[attr-defined]
     reading = "dlib landmarks" if jitter == 1 else f"dlib landmarks averaged over {jitter} sub-pixel shifts"
+    # Headers no wider than the numbers (a legend below says what they are): the table fits the 80
+    # columns rich assumes when the output is a file or a pipe, where it used to cut the numbers to "+0.0…".
     table = Table(title=f"whole-photo edits on {count} photos ({reading}, inter-ocular units)",
-                  box=box.SIMPLE_HEAD, show_edge=False)
-    # corners: lip-corner rise; width: mouth width; gap/rise: inner brows; lips: inner-lip gap;
-    # eyes: lid opening; local: motion outside the AU's region; sharp: Laplacian variance ratio.
-    for name in ("edit", "corners", "width", "brow gap", "brow rise", "lips", "eyes", "local", "sharp", "id"):
-        table.add_column(name, justify="left" if name == "edit" else "right")
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True)
+    for name in ("edit", "corner", "width", "brgap", "brrise", "lips", "eyes", "local", "sharp", "id"):
+        table.add_column(name, justify="left" if name == "edit" else "right", no_wrap=True)
     for key, row in summary.items():
         table.add_row(key, *(f"{row[c]:+.3f}" for c in SHOWN_CUES), f"{row['locality']:.4f}",
                       f"{row['sharpness_ratio']:.3f}", f"{row['identity']:.3f}")
     console.print(table)
+    console.print("corner: lip-corner rise; width: mouth width; brgap, brrise: inner-brow gap and rise; lips: "
+                  "inner-lip gap; eyes: lid opening; local: motion of the landmarks outside the AU's region; "
+                  "sharp: sharpness ratio; id: identity distance (dlib, same person < 0.6)")
     floor = report.locality_floor  # type: ignore[attr-defined]
     if floor is not None and floor == floor:  # not NaN
         console.print(f"locality floor (the photos re-saved as JPEG q95, a change no one sees): {floor:.4f}")
