@@ -90,16 +90,10 @@ def shared_sharp_photos(data: Path) -> list[tuple[str, np.ndarray]]:
 
 
 def folder_photos(folder: Path) -> list[tuple[str, np.ndarray]]:
-    """Every photo of ``folder`` that loads (``--photos``)."""
-    from fgfem.errors import FgfemError
+    """Every photo of ``folder`` (``--photos``), listed as ``fgfem edit`` lists a folder."""
+    from fgfem.media import iter_image_files
 
-    out = []
-    for path in sorted(folder.iterdir()):
-        try:
-            out.append((path.name, read(path)))
-        except (FgfemError, OSError):
-            continue
-    return out
+    return [(path.name, read(path)) for path in iter_image_files(folder)]
 
 
 def sharp_photos(candidates: list[tuple[str, np.ndarray]], judge: object) -> list[tuple[str, np.ndarray]]:
