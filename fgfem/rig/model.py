@@ -132,4 +132,6 @@ def describe_rig(path: str | Path) -> str:
            f"{reach.max():.3f} IOD per unit"
     if rig.info.get("fitted_on"):
         text += f"; fitted on {rig.info['fitted_on']}"
+    if rig.info.get("prior_only"):
+        text += f"; drawn from FACS, not fitted: {', '.join(rig.info['prior_only'])}"
     return text

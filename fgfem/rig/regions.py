@@ -171,6 +171,31 @@ def facs_prior() -> np.ndarray:
     return mirror_fill(prior) * region_mask()[..., None]
 
 
+def drawn_patterns() -> np.ndarray:
+    """17 x 68 x 2: hand-drawn FACS patterns, one OpenFace unit each, for the AUs that ship them
+    as drawn (``fgfem.rig.fit.PRIOR_ONLY``); zero for the others.
+
+    Unlike ``facs_prior`` (a rough direction the fit pulls towards), these are the shape itself:
+    the data has too little of these AUs and dlib reads too little of them for a fit to shape them.
+    """
+    drawn = np.zeros((NUM_AUS, NUM_LANDMARKS, 2))
+    au17 = drawn[AU_CODES.index("AU17")]
+    # AU17 pushes the whole lower lip up against the upper one, the centre most: its outer edge
+    # rises more than its inner edge (the red of the lip shortens), the corners dip a little (the
+    # mouth bows down) and the chin boss rises. 0.07 IOD at the lip's middle: visible at +1 on the
+    # held-out faces, and below the size where dlib loses the lower lip (at 0.09 it reads it rising
+    # less than at 0.07, at 0.1 the lip's red is squeezed away against the upper lip).
+    _set(au17, (57,), 0.0, -0.070)
+    _set(au17, (58,), 0.0, -0.060)
+    _set(au17, (59,), 0.0, -0.035)
+    _set(au17, (66,), 0.0, -0.042)
+    _set(au17, (67,), 0.0, -0.035)
+    _set(au17, (48, 60), 0.0, 0.007)
+    _set(au17, (8, 7), 0.0, -0.042)
+    _set(au17, (6,), 0.0, -0.014)
+    return mirror_fill(drawn) * region_mask()[..., None]
+
+
 def mirror_fill(patterns: np.ndarray) -> np.ndarray:
     """Patterns given on one side of the face completed on the other by mirroring.
 
