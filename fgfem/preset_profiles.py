@@ -37,7 +37,7 @@ NEUTRAL_TARGET: tuple[float, ...] = (
     0.08, 0.13,
 )
 # sha256 of fgfem/au_reading/calibration.py when measured: the presets are stale once the estimator changes.
-CALIBRATION_SHA256 = "07313175b4dc7b61ba81d3a882cb4151214b4a757c798c206d4db07704af1172"
+CALIBRATION_SHA256 = "75903a398bbe91d94a766c65cc7b079a13fa19748626a0b6c51cb78e163e82dd"
 MEASURED_ON = {  # performers, photos
     "happy": (16, 132),
     "sad": (16, 113),
