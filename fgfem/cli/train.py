@@ -155,19 +155,22 @@ def export(
     dtype: str = typer.Option("float32", "--dtype", help="Storage: float32, float16 (half the size) or bfloat16."),
     rig: bool = typer.Option(True, "--rig/--no-rig",
                              help="Put the shipped model's AU rig into the file, so its edits are geometry first "
-                                  "(the rig does not depend on the generator)."),
+                                  "(the rig does not depend on the generator). A run trained with --rig always "
+                                  "exports with the rig it was trained behind."),
 ) -> None:
     """Export a run's latest generator as a .safetensors weights file with its training summary.
 
     Example: [bold]fgfem export runs/lite -o weights/lite.safetensors[/]
     """
+    from fgfem.rig.model import load_rig
     from fgfem.train import export_generator
 
     path = export_generator(run, output, force=force, dtype=dtype)
     note = ""
-    if rig:
+    if load_rig(path) is not None:
+        note = " with the AU rig it was trained behind"
+    elif rig:
         from fgfem.paths import find_default_weights
-        from fgfem.rig.model import load_rig
         from fgfem.rig.store import put_rig
 
         shipped = find_default_weights()

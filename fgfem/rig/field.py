@@ -408,19 +408,22 @@ def _base_grid(grid: int) -> torch.Tensor:
     return F.affine_grid(identity, [1, 2, grid, grid], align_corners=False)
 
 
+def sampling_grid(field: CropField, size: int) -> torch.Tensor:
+    """1 x s x s x 2: where ``grid_sample`` (``align_corners=False``) reads each pixel of the warped s px crop."""
+    base = _base_grid(size)
+    # The field at every crop pixel: its grid reaches beyond the crop (``MARGIN``).
+    where = field.normalised((base + 1.0) * (0.5 * size) - 0.5)
+    offsets = F.grid_sample(field.inverse[None], where, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return base - offsets.permute(0, 2, 3, 1) * (2.0 / size)
+
+
 def warp_crops(crops: torch.Tensor, fields: list[CropField | None]) -> torch.Tensor:
     """Each crop (B x 3 x s x s) resampled by its field; crops without a field are returned as they are."""
     out = crops.clone()
     for index, field in enumerate(fields):
         if field is None:
             continue
-        size = crops.shape[-1]
-        base = _base_grid(size).to(crops.dtype)
-        # The field at every crop pixel: its grid reaches beyond the crop (``MARGIN``).
-        where = field.normalised((base.float() + 1.0) * (0.5 * size) - 0.5)
-        offsets = F.grid_sample(field.inverse[None], where, mode="bilinear", padding_mode="zeros",
-                                align_corners=False)
-        grid = base - offsets.permute(0, 2, 3, 1).to(crops.dtype) * (2.0 / size)
+        grid = sampling_grid(field, crops.shape[-1]).to(crops.dtype)
         out[index] = F.grid_sample(crops[index : index + 1], grid, mode="bicubic", padding_mode="border",
                                    align_corners=False)[0].clamp(-1.0, 1.0)
     return out

@@ -67,6 +67,9 @@ class NetsConfig(_Group):
                                 "the preset's).", cli=SHOWN)
     init: str | None = setting(None, "Start from these weights instead of random ones: a run folder, a checkpoint "
                                "or an exported generator (fine-tuning).", cli=SHOWN)
+    rig: str | None = setting(None, "Train behind this weights file's AU rig, as edits use the generator: each face "
+                              "is moved by the rig's field for its AU change first, and the generator's own warp "
+                              "is off (needs fgfem prep's landmarks).", cli=SHOWN)
 
     def net_config(self, image_size: int) -> NetConfig:
         """The networks this run trains: the preset at ``image_size``, with any width or warp override."""
@@ -242,6 +245,9 @@ class TrainConfig:
             raise FgfemError("--lambda-flow needs --lambda-pair (it uses the same pairs) and a warp generator (--warp)")
         if self.loss.lambda_warp_au > 0 and not self.net_config().au_warp:
             raise FgfemError(f"{SETTINGS['lambda_warp_au'].label} needs a warp generator (--warp)")
+        if self.nets.rig is not None and (self.loss.lambda_warp_au > 0 or self.loss.lambda_flow > 0):
+            raise FgfemError(f"{SETTINGS['rig'].label} switches the generator's own warp off; "
+                             f"{SETTINGS['lambda_warp_au'].label} and --lambda-flow train it")
 
     def net_config(self) -> NetConfig:
         """The networks this run trains."""

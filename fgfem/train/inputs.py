@@ -33,7 +33,10 @@ def run_inputs(data_dir: Path, cfg: TrainConfig, terms: Sequence[ExtraTerm], wor
     """Read ``data_dir`` and build what ``cfg`` and ``terms`` train on (one error line for what is missing)."""
     faces = load_faces(data_dir, holdout=cfg.data.holdout, limit=cfg.data.limit)
     needs = needs_of(terms)
-    landmarks = _landmarks(data_dir, cfg.data.image_size, [t for t in terms if t.needs & LANDMARKS])
+    wanting = [SETTINGS[t.setting].label for t in terms if t.needs & LANDMARKS]
+    if cfg.nets.rig is not None:  # the rig moves each face from its own landmarks
+        needs, wanting = needs | {FACE_LANDMARKS}, [*wanting, SETTINGS["rig"].label]
+    landmarks = _landmarks(data_dir, cfg.data.image_size, wanting)
     dataset = FaceDataset.from_config(faces.train, cfg.data,
                                       landmarks=landmarks if FACE_LANDMARKS in needs else None)
     pairs = None
@@ -49,14 +52,14 @@ def run_inputs(data_dir: Path, cfg: TrainConfig, terms: Sequence[ExtraTerm], wor
                      total_steps=total if cfg.optim.max_steps is None else min(cfg.optim.max_steps, total))
 
 
-def _landmarks(data_dir: Path, image_size: int, wanting: Sequence[ExtraTerm]) -> dict[str, np.ndarray] | None:
-    """The crops' landmarks where a term wants them: kept by ``fgfem prep`` in its journal."""
+def _landmarks(data_dir: Path, image_size: int, wanting: Sequence[str]) -> dict[str, np.ndarray] | None:
+    """The crops' landmarks where the settings labelled ``wanting`` want them: kept by ``fgfem prep`` in its journal."""
     if not wanting:
         return None
     found = crop_landmarks(data_dir, image_size)
     if not found:
         verb = "needs" if len(wanting) == 1 else "need"
-        raise FgfemError(f"{_names(wanting)} {verb} the landmarks that fgfem prep keeps; {data_dir} has none "
+        raise FgfemError(f"{' and '.join(wanting)} {verb} the landmarks that fgfem prep keeps; {data_dir} has none "
                          "(prepare it with fgfem prep)")
     return found
 

@@ -37,6 +37,7 @@ from fgfem.train.data import FaceSet, epoch_loader, preview_faces
 from fgfem.train.inputs import RunInputs, run_inputs
 from fgfem.train.losses import CriticLoss, GeneratorLoss
 from fgfem.train.preview import preview_grid, save_preview
+from fgfem.train.rig_front import RigFront
 from fgfem.train.runlog import METRICS, MetricsLog, Throughput, progress_bar, read_metrics, stop_requests, tensorboard
 from fgfem.train.step import Autocast, Nets, build_nets, set_learning_rates, train_step
 from fgfem.train.terms import extra_terms
@@ -141,6 +142,11 @@ def _run(data_dir: Path, run_dir: Path, cfg: TrainConfig, choice: DeviceChoice, 
     torch.manual_seed(cfg.run.seed)
     net_cfg = cfg.net_config()
     nets = build_nets(net_cfg, cfg, device, dist_info)
+    front = None
+    if cfg.nets.rig is not None:
+        front = RigFront.from_weights(cfg.nets.rig, cfg.data.image_size)
+        if hasattr(nets.raw_generator, "own_warp"):
+            nets.raw_generator.own_warp = False  # the rig makes the geometry, as in fgfem.editor
     critic_loss = CriticLoss.from_config(cfg.loss)
     generator_loss = GeneratorLoss.from_config(cfg.loss, terms)
     step, images_seen = _starting_point(nets, cfg, checkpoint, console if dist_info.is_main else None)
@@ -160,7 +166,7 @@ def _run(data_dir: Path, run_dir: Path, cfg: TrainConfig, choice: DeviceChoice, 
                                   pin_memory=device.type == "cuda")
             for batch in loader:
                 terms_logged = train_step(nets, batch, step, cfg, critic_loss, generator_loss, device, autocast,
-                                          pairs=inputs.pairs)
+                                          pairs=inputs.pairs, front=front)
                 terms_logged = distributed.mean_over_ranks(terms_logged, dist_info, device)
                 images_seen += cfg.data.batch * world
                 record = {"step": step, "epoch": epoch, "lr_g": nets.opt_g.param_groups[0]["lr"],
@@ -244,7 +250,8 @@ def export_generator(
 ) -> Path:
     """Write the latest checkpoint's generator as a weights file with a training summary.
 
-    ``dtype`` float16 halves the file for shipping; loading casts back to float32.
+    ``dtype`` float16 halves the file for shipping; loading casts back to float32. A run
+    trained behind an AU rig (``--rig``) exports with that rig: the generator expects it.
     """
     from fgfem.media import check_writable
     from fgfem.weights import STORAGE_DTYPES, save_generator
@@ -274,6 +281,11 @@ def export_generator(
         "checkpoint": found.name,
     }
     save_generator(out, generator, net_cfg, dtype=by_name[dtype], training=summary)
+    trained_behind = TrainConfig.from_dict(checkpoint.meta["config"]).nets.rig
+    if trained_behind is not None:
+        from fgfem.rig.store import put_rig
+
+        put_rig(out, RigFront.from_weights(trained_behind, net_cfg.image_size).rig)
     return out
 
 
@@ -287,7 +299,7 @@ def _shareable_config(config: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict):
             shared[key] = _shareable_config(value)
         else:
-            shared[key] = Path(value).name if key in ("holdout", "init") and value else value
+            shared[key] = Path(value).name if key in ("holdout", "init", "rig") and value else value
     return shared
 
 

@@ -155,14 +155,17 @@ class GeneratorLoss:
 
     def __call__(self, generator: Callable[..., Any], critic: CriticFn, real: torch.Tensor, fake: torch.Tensor,
                  rel: torch.Tensor, target_aus: torch.Tensor, *, batch: Mapping[str, torch.Tensor] | None = None,
-                 draws: torch.Generator | None = None, pairs: PairSource | None = None) -> tuple[torch.Tensor, Terms]:
+                 draws: torch.Generator | None = None, pairs: PairSource | None = None,
+                 back: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, Terms]:
         """``fake`` = G(real, rel), computed by the caller (it also fed the critic step) and still attached.
 
         ``batch``, ``draws`` (the step's random source) and ``pairs`` are for the extra terms.
+        ``back`` takes the edit back to the cycle's input when geometry comes before the
+        generator (``fgfem.train.rig_front``): the cycle is then G(back(fake), -rel).
         """
         scores, pred_aus = critic(fake)
         identity = generator(real, torch.zeros_like(rel))
-        cycle = generator(fake, -rel)
+        cycle = generator(fake if back is None else back(fake), -rel)
         terms: Terms = {
             "g_adv": -scores.float().mean(),
             "g_cond": self.mse(pred_aus.float(), target_aus),

@@ -23,7 +23,7 @@ LISTED = {"--run", "--run-dir", "--config", "--set", "--resume", "--force", "--q
           "--no-warp", "--init", "--size", "--batch", "--holdout", "--workers", "--lambda-cyc", "--lambda-pair",
           "--pair-pattern", "--pair-batch", "--lambda-flow", "--regularizer", "--lr", "--epochs", "--decay-epochs",
           "--critic-steps", "--max-steps", "--save-every", "--device", "--bf16", "--no-bf16", "--channels-last",
-          "--no-channels-last"}
+          "--no-channels-last", "--rig"}
 HIDDEN_FLAGS = {"--conv-dim", "--critic-dim", "--limit", "--keep-last", "--preview-every", "--seed", "--lambda-d-cond",
                 "--lambda-gp", "--lambda-g-cond", "--lambda-idt", "--lambda-tv"}
 REFUSED = {"--lambda-warp-au", "--single-au-targets", "--single-au-change", "--lambda-cond-changed"}
