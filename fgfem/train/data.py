@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from fgfem.aus import AU_SCALE, NUM_AUS
 from fgfem.errors import FgfemError
 from fgfem.train.au_geometry import mirror_points
+from fgfem.train.rig_front import RigFront, rigged_sample
 
 if TYPE_CHECKING:
     from fgfem.train.config import DataConfig
@@ -245,14 +246,17 @@ class FaceDataset(Dataset):
     ``single_au_targets`` of the targets are instead ``a_x`` with one uniformly chosen AU moved
     by U(-single_au_change, single_au_change) / 5 (kept in the AU range). Given
     ``landmarks`` (aus.csv key -> 68 x 2 pixels at ``image_size``), items also carry
-    ``points``: the face's landmarks after the same augmentation (NaN where unknown).
+    ``points``: the face's landmarks after the same augmentation (NaN where unknown); given a
+    ``front`` too (``--rig``), the face moved by the rig and the cycle's way back
+    (``fgfem.train.rig_front.rigged_sample``).
     """
 
     def __init__(self, records: Sequence[FaceRecord], image_size: int, *, target_jitter: float = 0.1,
                  source_jitter: float = 0.02, hflip: bool = True, pad: int = 0,
                  landmarks: Mapping[str, np.ndarray] | None = None, single_au_targets: float = 0.0,
-                 single_au_change: float = 2.0) -> None:
+                 single_au_change: float = 2.0, front: RigFront | None = None) -> None:
         self.records = tuple(records)
+        self.front = front
         self.image_size = image_size
         self.target_jitter = target_jitter
         self.source_jitter = source_jitter
@@ -265,11 +269,11 @@ class FaceDataset(Dataset):
 
     @classmethod
     def from_config(cls, records: Sequence[FaceRecord], data: DataConfig, *,
-                    landmarks: Mapping[str, np.ndarray] | None = None) -> FaceDataset:
-        """The dataset a run's ``data`` settings describe (``landmarks`` when a term needs them)."""
+                    landmarks: Mapping[str, np.ndarray] | None = None, front: RigFront | None = None) -> FaceDataset:
+        """The dataset a run's ``data`` settings describe (``landmarks`` when a term or the rig needs them)."""
         return cls(records, data.image_size, target_jitter=data.target_jitter, source_jitter=data.source_jitter,
                    hflip=data.hflip, pad=data.pad, landmarks=landmarks, single_au_targets=data.single_au_targets,
-                   single_au_change=data.single_au_change)
+                   single_au_change=data.single_au_change, front=front)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -290,6 +294,8 @@ class FaceDataset(Dataset):
             found = self.landmarks.get(self.records[index].key)
             points = torch.full((68, 2), float("nan")) if found is None else torch.from_numpy(found).float()
             sample["points"] = moves.points(points, self.image_size)
+            if self.front is not None:
+                sample.update(rigged_sample(self.front, image, sample["points"], sample["rel"]))
         return sample
 
     def _single_au_target(self, a_x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

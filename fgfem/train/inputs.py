@@ -17,6 +17,7 @@ from fgfem.errors import FgfemError
 from fgfem.train.config import SETTINGS, TrainConfig
 from fgfem.train.data import FaceDataset, FaceSet, batches_per_epoch, load_faces
 from fgfem.train.pairs import PairSampler, PairSource, crop_landmarks, find_pairs
+from fgfem.train.rig_front import RigFront
 from fgfem.train.terms import FACE_LANDMARKS, LANDMARKS, PAIR_LANDMARKS, PAIRS, ExtraTerm, needs_of
 
 
@@ -37,8 +38,9 @@ def run_inputs(data_dir: Path, cfg: TrainConfig, terms: Sequence[ExtraTerm], wor
     if cfg.nets.rig is not None:  # the rig moves each face from its own landmarks
         needs, wanting = needs | {FACE_LANDMARKS}, [*wanting, SETTINGS["rig"].label]
     landmarks = _landmarks(data_dir, cfg.data.image_size, wanting)
+    front = None if cfg.nets.rig is None else RigFront.from_weights(cfg.nets.rig, cfg.data.image_size)
     dataset = FaceDataset.from_config(faces.train, cfg.data,
-                                      landmarks=landmarks if FACE_LANDMARKS in needs else None)
+                                      landmarks=landmarks if FACE_LANDMARKS in needs else None, front=front)
     pairs = None
     if PAIRS in needs:
         if cfg.loss.pair_pattern is None:

@@ -142,11 +142,8 @@ def _run(data_dir: Path, run_dir: Path, cfg: TrainConfig, choice: DeviceChoice, 
     torch.manual_seed(cfg.run.seed)
     net_cfg = cfg.net_config()
     nets = build_nets(net_cfg, cfg, device, dist_info)
-    front = None
-    if cfg.nets.rig is not None:
-        front = RigFront.from_weights(cfg.nets.rig, cfg.data.image_size)
-        if hasattr(nets.raw_generator, "own_warp"):
-            nets.raw_generator.own_warp = False  # the rig makes the geometry, as in fgfem.editor
+    if cfg.nets.rig is not None and hasattr(nets.raw_generator, "own_warp"):
+        nets.raw_generator.own_warp = False  # the rig makes the geometry, as in fgfem.editor
     critic_loss = CriticLoss.from_config(cfg.loss)
     generator_loss = GeneratorLoss.from_config(cfg.loss, terms)
     step, images_seen = _starting_point(nets, cfg, checkpoint, console if dist_info.is_main else None)
@@ -166,7 +163,7 @@ def _run(data_dir: Path, run_dir: Path, cfg: TrainConfig, choice: DeviceChoice, 
                                   pin_memory=device.type == "cuda")
             for batch in loader:
                 terms_logged = train_step(nets, batch, step, cfg, critic_loss, generator_loss, device, autocast,
-                                          pairs=inputs.pairs, front=front)
+                                          pairs=inputs.pairs)
                 terms_logged = distributed.mean_over_ranks(terms_logged, dist_info, device)
                 images_seen += cfg.data.batch * world
                 record = {"step": step, "epoch": epoch, "lr_g": nets.opt_g.param_groups[0]["lr"],

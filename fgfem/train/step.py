@@ -24,7 +24,7 @@ from fgfem.train import distributed
 from fgfem.train.config import TrainConfig
 from fgfem.train.losses import CriticLoss, GeneratorLoss
 from fgfem.train.pairs import PairSource
-from fgfem.train.rig_front import RigFront
+from fgfem.train.rig_front import resample
 
 Autocast = Callable[[], AbstractContextManager[Any]]
 
@@ -68,11 +68,12 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
 
 def train_step(nets: Nets, batch: dict[str, torch.Tensor], step: int, cfg: TrainConfig, critic_loss: CriticLoss,
                generator_loss: GeneratorLoss, device: torch.device, autocast: Autocast,
-               pairs: PairSource | None = None, front: RigFront | None = None) -> dict[str, float]:
+               pairs: PairSource | None = None) -> dict[str, float]:
     """One critic update, plus a generator update on every ``critic_steps``-th step; returns the logged terms.
 
-    ``pairs`` is for the generator terms that need expression pairs (``fgfem.train.terms``);
-    with ``front`` (``--rig``) the generator sees each face moved by the rig first.
+    ``pairs`` is for the generator terms that need expression pairs (``fgfem.train.terms``).
+    Behind the rig (``--rig``) the batch holds each face moved by the rig (``x_in``), which
+    the generator edits, and the cycle's way back (``fgfem.train.rig_front.rigged_sample``).
     """
     memory = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
     x = batch["x"].to(device, non_blocking=True).contiguous(memory_format=memory)
@@ -80,8 +81,9 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], step: int, cfg: Train
     train_g = step % cfg.optim.critic_steps == 0
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
 
-    move = None if front is None else front.move(batch["points"], rel)
-    x_in = x if move is None else move.apply(x)
+    x_in = x
+    if "x_in" in batch:
+        x_in = batch["x_in"].to(device, non_blocking=True).contiguous(memory_format=memory)
     with torch.set_grad_enabled(train_g), autocast():
         fake = nets.generator(x_in, rel)
 
@@ -96,7 +98,10 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], step: int, cfg: Train
         # The critic is only a judge here: call it unwrapped (no DDP sync) and without weight gradients.
         nets.raw_critic.requires_grad_(False)
         with autocast():
-            back = None if front is None or move is None else front.move(move.moved, -rel).apply
+            back = None
+            if "back_grid" in batch:
+                def back(fake: torch.Tensor) -> torch.Tensor:
+                    return resample(fake, batch["back_grid"], batch["back_warped"])
             g_total, g_terms = generator_loss(nets.generator, nets.raw_critic, x, fake, rel, a_t, batch=batch,
                                               draws=draws, pairs=pairs, back=back)
         nets.opt_g.zero_grad(set_to_none=True)

@@ -130,3 +130,21 @@ def test_what_cannot_train_behind_the_rig_is_refused(samples: Path, shipped: Pat
     config = TrainConfig(preset="lite", conv_dim=8, critic_dim=8, image_size=64, batch=2, max_steps=1, rig=str(shipped))
     with pytest.raises(FgfemError, match="--rig needs the landmarks that fgfem prep keeps"):
         train(bare, tmp_path / "run", config, show_progress=False, export=False)
+
+
+def test_the_data_loader_makes_the_moves(shipped: Path, real_faces) -> None:  # noqa: ANN001
+    """Each item behind the rig carries its face moved for its own AU change and the cycle's way back."""
+    from fgfem.train.data import FaceDataset, load_faces
+
+    data, _, _ = real_faces
+    faces = load_faces(data)
+    points = crop_landmarks(data, 128)
+    front = RigFront.from_weights(shipped, 128)
+    dataset = FaceDataset(faces.train, 128, hflip=True, pad=8, landmarks=points, front=front)
+    plain = FaceDataset(faces.train, 128, hflip=True, pad=8, landmarks=points)
+    item, same = dataset[(1, 5)], plain[(1, 5)]
+    assert torch.equal(item["x"], same["x"]) and torch.equal(item["rel"], same["rel"])  # the same draws
+    expected = front.move(item["points"][None], item["rel"][None])
+    assert item["back_warped"] and expected.warped[0]
+    torch.testing.assert_close(item["x_in"], expected.apply(item["x"][None])[0])
+    assert item["back_grid"].shape == (128, 128, 2)
