@@ -24,6 +24,18 @@ settings.load_profile("fgfem")
 
 
 @pytest.fixture(scope="session")
+def shipped() -> Path:
+    """The shipped weights file with its AU rig; tests needing it skip when the checkout has none."""
+    from fgfem.paths import find_default_weights
+    from fgfem.rig.model import load_rig
+
+    weights = find_default_weights()
+    if weights is None or load_rig(weights) is None:
+        pytest.skip("weights/default.safetensors with its rig is absent in this checkout")
+    return weights
+
+
+@pytest.fixture(scope="session")
 def shared() -> Path:
     """Root of the shared real-face data; tests needing it skip with the reason when it is absent."""
     root = shared_dir()

@@ -12,7 +12,6 @@ from fgfem.au_reading.estimator import LOW_CONFIDENCE_AUS, estimate_aus, raw_aus
 from fgfem.aus import AU_CODES, NUM_AUS
 from fgfem.errors import FgfemError
 from fgfem.media import load_image
-from fgfem.paths import find_default_weights
 from fgfem.rig.field import MIN_JACOBIAN, jacobian_determinant, landmark_field
 from fgfem.rig.model import AURig, load_rig
 from fgfem.rig.regions import JAW, drawn_patterns, facs_prior, region_mask, symmetrise
@@ -21,14 +20,6 @@ from fgfem.rig.store import put_rig
 WELL_SEEN = [c for c in AU_CODES if c not in LOW_CONFIDENCE_AUS]
 CLI_MAX = 10.0
 """The largest combined change the CLI accepts (``--au`` x ``--intensity``)."""
-
-
-@pytest.fixture(scope="module")
-def shipped() -> Path:
-    weights = find_default_weights()
-    if weights is None or load_rig(weights) is None:
-        pytest.skip("weights/default.safetensors with its rig is absent in this checkout")
-    return weights
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,12 @@ from helpers import build_tiny_dataset, write_landmark_journal
 
 from fgfem.aus import AU_CODES, AU_SCALE, NUM_AUS
 from fgfem.errors import FgfemError
-from fgfem.paths import find_default_weights
 from fgfem.rig.model import load_rig
 from fgfem.train import TrainConfig, read_metrics, train
 from fgfem.train.pairs import crop_landmarks
 from fgfem.train.rig_front import RigFront
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def shipped() -> Path:
-    weights = find_default_weights()
-    if weights is None or load_rig(weights) is None:
-        pytest.skip("weights/default.safetensors with its rig is absent in this checkout")
-    return weights
 
 
 @pytest.fixture(scope="module")
