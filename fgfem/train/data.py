@@ -364,7 +364,11 @@ def epoch_loader(dataset: FaceDataset, batch: int, *, seed: int, epoch: int, ran
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory)
 
 
-def preview_faces(faces: FaceSet, size: int, count: int = 4) -> torch.Tensor:
+def preview_records(faces: FaceSet, count: int = 4) -> tuple[FaceRecord, ...]:
     """Fixed faces for the preview grids: held-out ones where there are any, else the first training faces."""
-    pool = faces.held_out or faces.train
-    return torch.stack([load_image(r.path, size) for r in pool[:count]])
+    return tuple((faces.held_out or faces.train)[:count])
+
+
+def preview_faces(faces: FaceSet, size: int, count: int = 4) -> torch.Tensor:
+    """The preview faces' crops (``preview_records``)."""
+    return torch.stack([load_image(r.path, size) for r in preview_records(faces, count)])

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.markup import escape
@@ -33,7 +35,7 @@ from fgfem.train.checkpoint import (
     save_checkpoint,
 )
 from fgfem.train.config import TrainConfig
-from fgfem.train.data import FaceSet, epoch_loader, preview_faces
+from fgfem.train.data import FaceSet, epoch_loader, preview_faces, preview_records
 from fgfem.train.inputs import RunInputs, run_inputs
 from fgfem.train.losses import CriticLoss, GeneratorLoss
 from fgfem.train.preview import preview_grid, save_preview
@@ -202,6 +204,21 @@ def _starting_point(nets: Nets, cfg: TrainConfig, checkpoint: Checkpoint | None,
     return 0, 0
 
 
+def _preview_geometry(inputs: RunInputs, previews: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Behind the rig: the preview faces moved by it for a batch of relative vectors (faces without landmarks stay)."""
+    front, landmarks = inputs.dataset.front, inputs.dataset.landmarks
+    if front is None or landmarks is None:
+        return None
+    unknown = np.full((68, 2), np.nan, dtype=np.float32)
+    records = preview_records(inputs.faces, len(previews))
+    points = torch.from_numpy(np.stack([landmarks.get(r.key, unknown) for r in records]))
+
+    def moved(rel: torch.Tensor) -> torch.Tensor:
+        return front.move(points, rel.cpu()).apply(previews)
+
+    return moved
+
+
 class _Outputs:
     """What the main process writes: config.json, the metrics log, TensorBoard, previews and checkpoints."""
 
@@ -209,6 +226,7 @@ class _Outputs:
         self.run_dir, self.cfg, self.inputs = run_dir, cfg, inputs
         self.meta = {"config": cfg.to_dict(), "net": net_cfg.to_dict(), "data": inputs.faces.summary()}
         self.previews = preview_faces(inputs.faces, cfg.data.image_size)
+        self.preview_geometry = _preview_geometry(inputs, self.previews)
         write_text(run_dir / CONFIG, json.dumps({"train": self.meta["config"], "net": self.meta["net"],
                                                  "data": self.meta["data"]}, indent=2) + "\n")
         self.log = MetricsLog(run_dir / METRICS, keep_before=step)
@@ -225,7 +243,8 @@ class _Outputs:
                 if key not in ("step", "epoch", "lr_g", "lr_d"):
                     self.board.add_scalar(key, value, step)
         if step % run.preview_every == 0 or step == self.inputs.total_steps:
-            grid = preview_grid(nets.raw_generator, self.previews, autocast=autocast())
+            grid = preview_grid(nets.raw_generator, self.previews, autocast=autocast(),
+                                geometry=self.preview_geometry)
             save_preview(self.run_dir / PREVIEWS / f"step-{step:08d}.png", grid, self.cfg.data.image_size)
         if step % run.save_every != 0 and not last:
             return None

@@ -2,12 +2,13 @@
 
 Rows are faces; columns are the input, the zero edit (should look like the input) and
 one-AU edits of +1 on the 0-5 scale (smile AU12, frown AU4, jaw drop AU26, lip corners
-down AU15).
+down AU15). A run behind the rig previews its edits behind the rig.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,16 +41,23 @@ def edit_vectors() -> torch.Tensor:
 
 @torch.no_grad()
 def preview_grid(generator: nn.Module, faces: torch.Tensor, *,
-                 autocast: contextlib.AbstractContextManager[object] | None = None) -> np.ndarray:
-    """An H x W x 3 uint8 grid: one row per face, columns input + each of ``PREVIEW_EDITS``."""
+                 autocast: contextlib.AbstractContextManager[object] | None = None,
+                 geometry: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
+    """An H x W x 3 uint8 grid: one row per face, columns input + each of ``PREVIEW_EDITS``.
+
+    ``geometry`` (a run behind the rig, ``--rig``) gives the faces moved for a batch of
+    relative vectors; the generator then edits those, as ``fgfem edit`` does.
+    """
     device = next(generator.parameters()).device
     was_training = generator.training
     generator.eval()
     faces = faces.to(device)
     columns = [faces]
     for rel in edit_vectors().to(device):
+        rows = rel.expand(faces.shape[0], -1)
+        moved = faces if geometry is None else geometry(rows).to(device)
         with autocast or contextlib.nullcontext():
-            columns.append(generator(faces, rel.expand(faces.shape[0], -1)).float())
+            columns.append(generator(moved, rows).float())
     generator.train(was_training)
     grid = torch.cat([torch.cat(list(col), dim=-1) for col in zip(*columns, strict=True)], dim=-2)  # rows of faces
     return to_uint8(grid)

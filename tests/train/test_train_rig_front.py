@@ -139,3 +139,28 @@ def test_the_data_loader_makes_the_moves(shipped: Path, real_faces) -> None:  # 
     assert item["back_warped"] and expected.warped[0]
     torch.testing.assert_close(item["x_in"], expected.apply(item["x"][None])[0])
     assert item["back_grid"].shape == (128, 128, 2)
+
+
+def test_previews_behind_the_rig_show_the_rigs_geometry(shipped: Path, real_faces) -> None:  # noqa: ANN001
+    """A run behind the rig previews its edits behind the rig: an identity generator then shows the rig's move."""
+    from fgfem.train.preview import PREVIEW_EDITS, preview_grid
+
+    _, crops, points = real_faces
+    front = RigFront.from_weights(shipped, 128)
+
+    class Identity(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+            return x
+
+    faces = crops[:2]
+    plain = preview_grid(Identity(), faces)
+    rigged = preview_grid(Identity(), faces, geometry=lambda rel: front.move(points[:2], rel).apply(faces))
+    width = 128
+    columns = {name: slice((i + 1) * width, (i + 2) * width) for i, (name, _) in enumerate(PREVIEW_EDITS)}
+    assert np.array_equal(rigged[:, columns["zero"]], plain[:, columns["zero"]])
+    diff = np.abs(rigged[:, columns["AU26 +1"]].astype(int) - plain[:, columns["AU26 +1"]].astype(int))
+    assert diff.mean() > 1.0  # the jaw dropped
