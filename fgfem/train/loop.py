@@ -296,12 +296,14 @@ def export_generator(
         "config": _shareable_config(checkpoint.meta["config"]),
         "checkpoint": found.name,
     }
-    save_generator(out, generator, net_cfg, dtype=by_name[dtype], training=summary)
+    # The rig is read before anything is written: a moved or missing rig file is one error, not half an export.
     trained_behind = TrainConfig.from_dict(checkpoint.meta["config"]).nets.rig
-    if trained_behind is not None:
+    rig = None if trained_behind is None else RigFront.from_weights(trained_behind, net_cfg.image_size).rig
+    save_generator(out, generator, net_cfg, dtype=by_name[dtype], training=summary)
+    if rig is not None:
         from fgfem.rig.store import put_rig
 
-        put_rig(out, RigFront.from_weights(trained_behind, net_cfg.image_size).rig)
+        put_rig(out, rig)
     return out
 
 

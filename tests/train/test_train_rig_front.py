@@ -164,3 +164,19 @@ def test_previews_behind_the_rig_show_the_rigs_geometry(shipped: Path, real_face
     assert np.array_equal(rigged[:, columns["zero"]], plain[:, columns["zero"]])
     diff = np.abs(rigged[:, columns["AU26 +1"]].astype(int) - plain[:, columns["AU26 +1"]].astype(int))
     assert diff.mean() > 1.0  # the jaw dropped
+
+
+def test_export_with_a_missing_rig_file_writes_nothing(shipped: Path, real_faces, tmp_path: Path) -> None:  # noqa: ANN001
+    from fgfem.train import export_generator
+
+    data, _, _ = real_faces
+    moved = tmp_path / "rig.safetensors"
+    moved.write_bytes(shipped.read_bytes())
+    config = TrainConfig(preset="lite", conv_dim=8, critic_dim=8, image_size=64, batch=4, max_steps=1,
+                         critic_steps=1, save_every=1, preview_every=1, rig=str(moved))
+    train(data, tmp_path / "run", config, show_progress=False, export=False)
+    moved.unlink()
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(FgfemError, match="rig.safetensors"):
+        export_generator(tmp_path / "run", out)
+    assert not out.exists()
