@@ -10,6 +10,7 @@ uninterrupted run would have.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -98,10 +99,8 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], step: int, cfg: Train
         # The critic is only a judge here: call it unwrapped (no DDP sync) and without weight gradients.
         nets.raw_critic.requires_grad_(False)
         with autocast():
-            back = None
-            if "back_grid" in batch:
-                def back(fake: torch.Tensor) -> torch.Tensor:
-                    return resample(fake, batch["back_grid"], batch["back_warped"])
+            back = (functools.partial(resample, grid=batch["back_grid"], warped=batch["back_warped"])
+                    if "back_grid" in batch else None)
             g_total, g_terms = generator_loss(nets.generator, nets.raw_critic, x, fake, rel, a_t, batch=batch,
                                               draws=draws, pairs=pairs, back=back)
         nets.opt_g.zero_grad(set_to_none=True)
