@@ -55,9 +55,10 @@ not rescaled, no loop gain; the estimator is fitted exactly as before. The data 
 its own (no EMFACS prototype here has it) and dlib hardly reads it, so the fit shaped it by what
 the estimator could see: a W-shaped lower lip (its sides rising 0.11 IOD, its middle 0.005), the
 red of the lip pinched at the sides. dlib then lost the mouth on 3 of 12 held-out faces (placed
-it on the chin): the one locality miss, 0.0145 IOD; drawn, 0.0065. Pulling the fit towards the
-drawn shape, or holding it fixed in the fit, moved the other AUs' readings (the held-out surprise
-margin 0.299 -> 0.287), so the fit's own AU17 pattern still shapes the estimator's AU17."""
+it on the chin): the one locality miss, 0.0145 IOD; drawn, 0.0069 (``bench_geometry.py --jitter
+9``). Pulling the fit towards the drawn shape, or holding it fixed in the fit, moved the other AUs'
+readings (the held-out surprise margin 0.299 -> 0.287), so the fit's own AU17 pattern still shapes
+the estimator's AU17."""
 FEATURES_ONLY = ("AU01", "AU02", "AU05", "AU06", "AU12", "AU14", "AU15", "AU20", "AU23", "AU25", "AU26", "AU45")
 """AUs read from their named features alone. Landmark terms raised the Taiwanese transfer share
 (0.21 -> 0.29) but lowered the correlation with OpenFace on the labelled video frames (AU01
