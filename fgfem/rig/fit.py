@@ -19,7 +19,8 @@ Terms, all on real data (``benchmarks/fit_rig.py`` gathers it):
 - **Round trip**: the estimator reading the rig's own motion of one unit of AU k must give
   exactly e_k (this is finally enforced exactly by rescaling each pattern).
 - **FACS prior**: each pattern is pulled towards ``regions.facs_prior``, strongly where the
-  data shows little of the AU (``PRIOR_HEAVY``); the AUs of ``PRIOR_ONLY`` ship a drawn pattern.
+  data shows little of the AU (``PRIOR_HEAVY``); the AUs of ``PRIOR_ONLY`` ship a drawn pattern,
+  those of ``DRAWN_SHAPE`` a drawn shape at the fitted size.
 
 Every estimator weight keeps its anatomical sign (softplus), every rig pattern its region
 (mask) and left-right symmetry.
@@ -59,6 +60,14 @@ it on the chin): the one locality miss, 0.0145 IOD; drawn, 0.0069 (``bench_geome
 9``). Pulling the fit towards the drawn shape, or holding it fixed in the fit, moved the other AUs'
 readings (the held-out surprise margin 0.299 -> 0.287), so the fit's own AU17 pattern still shapes
 the estimator's AU17."""
+DRAWN_SHAPE = ("AU25", "AU26")
+"""AUs whose shipped pattern has a hand-drawn shape (``regions.drawn_patterns``) and a fitted size:
+scaled, like a fitted pattern, so that the estimator reads one unit of it as one unit (then the
+loop gain of ``benchmarks/fit_rig.py``). The estimator reads the lips' opening at their middle
+alone (points 62/66), so the fit shaped the rest of the inner lips freely: AU25's upper lip rose
+0.08 IOD at its middle while its neighbours dropped (the opened mouth a four-pointed star), AU26's
+upper inner lip sank at its sides but not at its middle (a diamond). The estimator is fitted
+exactly as before (the fit's own patterns still shape it)."""
 FEATURES_ONLY = ("AU01", "AU02", "AU05", "AU06", "AU12", "AU14", "AU15", "AU20", "AU23", "AU25", "AU26", "AU45")
 """AUs read from their named features alone. Landmark terms raised the Taiwanese transfer share
 (0.21 -> 0.29) but lowered the correlation with OpenFace on the labelled video frames (AU01
@@ -264,6 +273,8 @@ def fit_joint(labelled: Sequence[LabelledSet], posed: PosedSet, motion: Sequence
     rig = exact_round_trip(patterns_of(free_r).detach().numpy(), w, scale, u)
     only = np.isin(AU_CODES, PRIOR_ONLY)
     rig[only] = drawn_patterns()[only]
+    shaped = np.isin(AU_CODES, DRAWN_SHAPE)
+    rig[shaped] = exact_round_trip(drawn_patterns(), w, scale, u)[shaped]
     c0 = landmark_center.numpy()
     fitted = JointFit(center=center, scale=scale, weights=w, bias=np.zeros(NUM_AUS), patterns=rig.astype(np.float32),
                       log=log, landmark_center=c0, landmark_weights=u)

@@ -134,4 +134,6 @@ def describe_rig(path: str | Path) -> str:
         text += f"; fitted on {rig.info['fitted_on']}"
     if rig.info.get("prior_only"):
         text += f"; drawn from FACS, not fitted: {', '.join(rig.info['prior_only'])}"
+    if rig.info.get("drawn_shape"):
+        text += f"; shape drawn, size fitted: {', '.join(rig.info['drawn_shape'])}"
     return text

@@ -172,13 +172,55 @@ def facs_prior() -> np.ndarray:
 
 
 def drawn_patterns() -> np.ndarray:
-    """17 x 68 x 2: hand-drawn FACS patterns, one OpenFace unit each, for the AUs that ship them
-    as drawn (``fgfem.rig.fit.PRIOR_ONLY``); zero for the others.
+    """17 x 68 x 2: hand-drawn FACS patterns for the AUs whose shape is drawn, not fitted; zero for the others.
 
     Unlike ``facs_prior`` (a rough direction the fit pulls towards), these are the shape itself:
-    the data has too little of these AUs and dlib reads too little of them for a fit to shape them.
+    the data has too little of these AUs, or the estimator reads them from too few points, for a
+    fit to shape them. AU17 (``fgfem.rig.fit.PRIOR_ONLY``) ships as drawn, one OpenFace unit;
+    AU25 and AU26 (``fgfem.rig.fit.DRAWN_SHAPE``) keep only their shape: the fit scales it to read
+    one unit, and the loop gain to read one unit after dlib re-detects the edited photo.
     """
     drawn = np.zeros((NUM_AUS, NUM_LANDMARKS, 2))
+    au25 = drawn[AU_CODES.index("AU25")]
+    # AU25 parts the lips along their whole length, the middle most, into a lens: the lower lip
+    # drops (outer edge with it, so its red keeps its height), the upper lip rises a little, the
+    # corners sink a little. Fitted, AU25 moved the two middle points alone (the estimator reads the
+    # lip gap at 62/66 only): the upper lip's middle rose 0.08 IOD while its neighbours 61/63
+    # dropped, and the opening was a four-pointed star. The corners sink so that the lip centre
+    # does not rise against them (which reads as AU12).
+    _set(au25, (62,), 0.0, -0.022)
+    _set(au25, (61,), 0.0, -0.018)
+    _set(au25, (66,), 0.0, 0.080)
+    _set(au25, (67,), 0.0, 0.068)
+    _set(au25, (60,), 0.0, 0.010)
+    _set(au25, (51,), 0.0, -0.010)
+    _set(au25, (50,), 0.0, -0.008)
+    _set(au25, (49,), 0.0, -0.004)
+    _set(au25, (57,), 0.0, 0.074)
+    _set(au25, (58,), 0.0, 0.064)
+    _set(au25, (59,), 0.0, 0.040)
+    _set(au25, (48,), 0.0, 0.016)
+    au26 = drawn[AU_CODES.index("AU26")]
+    # AU26 drops the jaw: chin, lower lip and its inner edge go down together (the inner edge a U,
+    # the middle most), the mouth corners half as far and a little inwards, the upper lip stays
+    # (its inner edge an arch from the sunk corners). Fitted, the upper lip's inner edge sank at its
+    # sides (61/63 0.066 IOD) but not at its middle (62 0.017): the opening was a diamond.
+    _set(au26, (8, 7), 0.0, 0.200)
+    _set(au26, (6,), 0.0, 0.125)
+    _set(au26, (5,), 0.0, 0.075)
+    _set(au26, (4,), 0.0, 0.036)
+    _set(au26, (57,), 0.0, 0.180)
+    _set(au26, (58,), 0.0, 0.165)
+    _set(au26, (59,), 0.0, 0.120)
+    _set(au26, (66,), 0.0, 0.160)
+    _set(au26, (67,), 0.0, 0.136)
+    _set(au26, (48,), -0.010, 0.060)
+    _set(au26, (60,), -0.010, 0.060)
+    _set(au26, (61,), 0.0, 0.028)
+    _set(au26, (62,), 0.0, 0.012)
+    _set(au26, (49,), 0.0, 0.015)
+    _set(au26, (50,), 0.0, 0.006)
+    _set(au26, (51,), 0.0, 0.004)
     au17 = drawn[AU_CODES.index("AU17")]
     # AU17 pushes the whole lower lip up against the upper one, the centre most: its outer edge
     # rises more than its inner edge (the red of the lip shortens), the corners dip a little (the

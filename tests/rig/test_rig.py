@@ -96,6 +96,48 @@ def test_prior_only_aus_ship_their_drawn_pattern_unscaled(rig: AURig) -> None:
     assert list(rig.info["prior_only"]) == list(PRIOR_ONLY)
 
 
+def test_drawn_shape_aus_ship_their_drawn_shape_at_a_measured_size(rig: AURig) -> None:
+    """AU25 (``DRAWN_SHAPE``) ships the drawn lens's shape, scaled (to read one unit, then the loop gain)."""
+    from fgfem.rig.fit import DRAWN_SHAPE
+
+    for code in DRAWN_SHAPE:
+        k = AU_CODES.index(code)
+        drawn, shipped = drawn_patterns()[k].ravel(), rig.patterns[k].ravel().astype(np.float64)
+        size = float(drawn @ shipped / (drawn @ drawn))
+        assert size > 0.5, code
+        np.testing.assert_allclose(shipped, size * drawn, atol=1e-5, err_msg=code)
+        assert rig.info["loop_gain"][code] >= 1.0, code
+    assert list(rig.info["drawn_shape"]) == list(DRAWN_SHAPE)
+
+
+@pytest.mark.parametrize("code", ["AU25", "AU26"])
+def test_parted_lips_open_into_a_lens_not_a_star(rig_editor, shared: Path, code: str) -> None:  # noqa: ANN001
+    """AU25 / AU26 +1 on held-out faces open the mouth along the lips' length, not at the middle alone.
+
+    Half-way from the middle to each corner the opening is 0.40-0.73 of its height at the middle on
+    six held-out faces; with the fitted patterns it was 0.09-0.12 (AU25: 62 rose 0.08 IOD while its
+    neighbours 61/63 dropped, a four-pointed star) and 0.13-0.21 (AU26: the upper lip's sides sank,
+    its middle did not, a diamond).
+    """
+    from fgfem.faces import detect_faces
+    from fgfem.faces.align import landmarks_in_crop
+
+    for name in ("0101a02.jpg", "0601a02.jpg", "1601a01.jpg"):
+        rgb = load_image(shared / "data" / "taiwanese" / name).rgb
+        face = detect_faces(rig_editor.backend, rgb, "largest")[0]
+        aligned = rig_editor.align(rgb, [face])
+        field = rig_editor.geometry(aligned, single(code, 1.0)[None])[0]
+        assert field is not None and field.cavity is not None, name
+        spacing = field.span / field.cavity.shape[1]
+        height = field.cavity.numpy().sum(axis=0) * spacing  # crop px of opening per grid column
+        corners = landmarks_in_crop(face, aligned.matrices[0])[[60, 64], 0]
+        columns = ((corners - field.origin) / spacing).astype(int)
+        quarter = np.linspace(columns[0], columns[1], 5).astype(int)[[1, 3]]
+        middle = height[columns[0]:columns[1] + 1].max()
+        assert middle > 3.0, (name, middle)  # visibly open on the 128 px crop
+        assert height[quarter].min() > 0.35 * middle, (name, height[quarter], middle)
+
+
 def test_au17_lifts_the_lower_lip_where_dlib_still_finds_the_mouth(rig_editor, shared: Path) -> None:  # noqa: ANN001
     """AU17 +1 on held-out faces: dlib sees the lower lip and the chin rise, and little outside moves.
 
@@ -124,7 +166,7 @@ def test_edit_then_aus_reads_the_edit_back(rig_editor, shared: Path) -> None:  #
     from fgfem.faces import detect_faces
 
     names = ("0101a02.jpg", "0601a01.jpg", "1501a03.jpg", "1601a01.jpg")
-    for code in ("AU12", "AU04", "AU26", "AU02"):
+    for code in ("AU12", "AU04", "AU26", "AU02", "AU25"):
         k = AU_CODES.index(code)
         reads = []
         for name in names:
@@ -173,6 +215,23 @@ def _crop_points(rig_editor, rgb: np.ndarray, face) -> tuple[np.ndarray, object]
 def _crop_motion(rig: AURig, face, aligned, delta: np.ndarray) -> np.ndarray:  # noqa: ANN001
     motion = rig.image_motion(face.landmarks[None].astype(np.float64), delta[None])[0]
     return motion @ np.asarray(aligned.matrices[0])[:, :2].T
+
+
+def test_lip_line_is_a_smooth_curve_through_the_lip_points_without_overshoot() -> None:
+    """The cavity's edges: through every point, no bulge past them (which could close a corner), no kinks."""
+    from fgfem.rig.field import smooth_line
+
+    xs = np.array([10.0, 18.0, 25.0, 33.0, 40.0])
+    for ys in (np.array([50.0, 44.0, 42.0, 44.5, 50.0]), np.array([50.0, 50.5, 60.0, 60.2, 51.0])):
+        np.testing.assert_allclose(smooth_line(xs, ys, xs), ys, atol=1e-9)
+        at = np.linspace(xs[0], xs[-1], 3001)
+        line = smooth_line(xs, ys, at)
+        for a, b, ya, yb in zip(xs[:-1], xs[1:], ys[:-1], ys[1:], strict=True):
+            inside = line[(at >= a) & (at <= b)]
+            assert inside.min() >= min(ya, yb) - 1e-9 and inside.max() <= max(ya, yb) + 1e-9
+        slope = np.diff(line) / np.diff(at)
+        assert np.abs(np.diff(slope)).max() < 0.05  # C1: no corner at the knots
+        np.testing.assert_allclose(smooth_line(xs, ys, np.array([0.0, 99.0])), ys[[0, -1]])
 
 
 def test_zero_edit_has_no_field(rig_editor, neutral_face) -> None:  # noqa: ANN001
@@ -358,7 +417,8 @@ def test_weights_show_names_the_rig(shipped: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     shown = runner.invoke(app, ["weights", "show", str(shipped)], terminal_width=200)
     assert shown.exit_code == 0 and "fgfem-rig-v1" in shown.output
-    assert "drawn from FACS, not fitted: AU17" in " ".join(shown.output.replace("│", " ").split())
+    said = " ".join(shown.output.replace("│", " ").split())
+    assert "drawn from FACS, not fitted: AU17" in said and "shape drawn, size fitted: AU25, AU26" in said
     plain = tmp_path / "no-rig.safetensors"
     plain.write_bytes(shipped.read_bytes())
     put_rig(plain, None)
