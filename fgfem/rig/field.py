@@ -250,14 +250,19 @@ def _as_tensor(forward: np.ndarray) -> torch.Tensor:
 
 
 def _lip_line(points: np.ndarray, motion: np.ndarray, chain: tuple[int, ...], coords: np.ndarray) -> torch.Tensor:
-    """G x G: the y of the moved lip line (through ``chain``) above each grid column; +-inf outside the mouth."""
+    """G x G: the y of the moved lip line (through ``chain``) above each grid column; +-inf outside the mouth.
+
+    Evaluated once per column and broadcast down it: the fold-free search rebuilds the torn
+    field ~10 times per face and frame, and the curve over every cell cost 20x one row.
+    """
     moved = points[list(chain)] + motion[list(chain)]
     order = np.argsort(moved[:, 0])
     xs, ys = moved[order, 0], moved[order, 1]
-    line = smooth_line(xs, ys, coords[..., 0])
-    outside = (coords[..., 0] < xs[0]) | (coords[..., 0] > xs[-1])
+    columns = coords[0, :, 0]
+    line = smooth_line(xs, ys, columns)
+    outside = (columns < xs[0]) | (columns > xs[-1])
     line = np.where(outside, np.inf if chain[1] == 61 else -np.inf, line)
-    return torch.from_numpy(line.astype(np.float32))
+    return torch.from_numpy(np.broadcast_to(line.astype(np.float32), coords.shape[:2]).copy())
 
 
 def smooth_line(xs: np.ndarray, ys: np.ndarray, at: np.ndarray) -> np.ndarray:
