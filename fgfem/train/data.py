@@ -278,8 +278,11 @@ class FaceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
-        index, seed = item
+    def __getitem__(self, item: tuple[int, int] | tuple[int, int, bool]) -> dict[str, torch.Tensor]:
+        """``item``: (index, seed), or (index, seed, feeds_generator) from ``SeededBatches(generator_every=)``;
+        behind the rig, only items of a generator step make the cycle's way back."""
+        index, seed = item[0], item[1]
+        way_back = bool(item[2]) if len(item) > 2 else True
         generator = torch.Generator().manual_seed(int(seed))
         moves = draw_augmentation(generator, hflip=self.hflip, pad=self.pad)
         image = moves.image(load_image(self.records[index].path, self.image_size))
@@ -295,7 +298,7 @@ class FaceDataset(Dataset):
             points = torch.full((68, 2), float("nan")) if found is None else torch.from_numpy(found).float()
             sample["points"] = moves.points(points, self.image_size)
             if self.front is not None:
-                sample.update(rigged_sample(self.front, image, sample["points"], sample["rel"]))
+                sample.update(rigged_sample(self.front, image, sample["points"], sample["rel"], way_back=way_back))
         return sample
 
     def _single_au_target(self, a_x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -321,16 +324,20 @@ def item_seed(seed: int, epoch: int, rank: int, position: int) -> int:
     return (int(state[0]) << 31) ^ int(state[1])
 
 
-class SeededBatches(Sampler[list[tuple[int, int]]]):
+class SeededBatches(Sampler[list[tuple]]):
     """One epoch of batches of ``(index, seed)`` for one rank, starting at batch ``start``.
 
     The order is ``DistributedSampler``'s (shuffled by seed + epoch, one shard per rank,
-    equal shard sizes), so single- and multi-process runs share one code path.
+    equal shard sizes), so single- and multi-process runs share one code path. With
+    ``generator_every`` (the run's ``critic_steps``) items are ``(index, seed, feeds_generator)``:
+    whether the batch's step (epoch x batches per epoch + batch) updates the generator. Behind
+    the rig only those items need the cycle's way back, the costlier half of an item's fields.
     """
 
     def __init__(self, size: int, batch: int, *, seed: int, epoch: int, rank: int = 0, world: int = 1,
-                 start: int = 0) -> None:
+                 start: int = 0, generator_every: int = 0) -> None:
         self.batch = batch
+        self.generator_every = generator_every
         self.seed, self.epoch, self.rank, self.start = seed, epoch, rank, start
         sampler = DistributedSampler(range(size), num_replicas=world, rank=rank, shuffle=True, seed=seed,
                                      drop_last=True)
@@ -341,9 +348,14 @@ class SeededBatches(Sampler[list[tuple[int, int]]]):
         return max(0, len(self.order) // self.batch - self.start)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for b in range(self.start, len(self.order) // self.batch):
+        per_epoch = len(self.order) // self.batch
+        for b in range(self.start, per_epoch):
             positions = range(b * self.batch, (b + 1) * self.batch)
-            yield [(self.order[p], item_seed(self.seed, self.epoch, self.rank, p)) for p in positions]
+            items = [(self.order[p], item_seed(self.seed, self.epoch, self.rank, p)) for p in positions]
+            if self.generator_every:
+                feeds = (self.epoch * per_epoch + b) % self.generator_every == 0
+                items = [(index, seed, feeds) for index, seed in items]
+            yield items
 
 
 def batches_per_epoch(size: int, batch: int, world: int = 1) -> int:
@@ -358,9 +370,12 @@ def batches_per_epoch(size: int, batch: int, world: int = 1) -> int:
 
 
 def epoch_loader(dataset: FaceDataset, batch: int, *, seed: int, epoch: int, rank: int = 0, world: int = 1,
-                 start: int = 0, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """The batches of one epoch from batch ``start`` on (``start`` > 0 when resuming mid-epoch)."""
-    sampler = SeededBatches(len(dataset), batch, seed=seed, epoch=epoch, rank=rank, world=world, start=start)
+                 start: int = 0, num_workers: int = 0, pin_memory: bool = False,
+                 generator_every: int = 0) -> DataLoader:
+    """The batches of one epoch from batch ``start`` on (``start`` > 0 when resuming mid-epoch);
+    ``generator_every``: see ``SeededBatches``."""
+    sampler = SeededBatches(len(dataset), batch, seed=seed, epoch=epoch, rank=rank, world=world, start=start,
+                            generator_every=generator_every)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory)
 
 

@@ -162,7 +162,8 @@ def _run(data_dir: Path, run_dir: Path, cfg: TrainConfig, choice: DeviceChoice, 
             set_learning_rates(nets, cfg, epoch)
             loader = epoch_loader(inputs.dataset, cfg.data.batch, seed=cfg.run.seed, epoch=epoch, rank=dist_info.rank,
                                   world=world, start=start, num_workers=cfg.data.num_workers,
-                                  pin_memory=device.type == "cuda")
+                                  pin_memory=device.type == "cuda",
+                                  generator_every=cfg.optim.critic_steps if cfg.nets.rig is not None else 0)
             for batch in loader:
                 terms_logged = train_step(nets, batch, step, cfg, critic_loss, generator_loss, device, autocast,
                                           pairs=inputs.pairs)

@@ -88,17 +88,21 @@ def resample(images: torch.Tensor, grid: torch.Tensor, warped: torch.Tensor) -> 
 
 
 def rigged_sample(front: RigFront, image: torch.Tensor, points: torch.Tensor,
-                  rel: torch.Tensor) -> dict[str, torch.Tensor]:
+                  rel: torch.Tensor, *, way_back: bool = True) -> dict[str, torch.Tensor]:
     """What one training item adds behind the rig: the face moved for ``rel`` (``x_in``) and the way back
-    for the cycle (``back_grid``, ``back_warped``: the rig's move for -``rel`` from where the landmarks went).
+    for the cycle (``back_grid``, ``back_warped``: the rig's move for -``rel`` from where the landmarks went),
+    this only with ``way_back`` (the items of a generator step: 1 in ``critic_steps``).
 
     Made in the data loader's workers, not in the step: a field costs ~5 ms for one small AU
     change but ~80 ms for another face's whole expression with parted lips (the tear and its
     fold-free scale), ~1.3 s for a batch of 16 on one core.
     """
     there = front.move(points[None], rel[None])
-    back = front.move(there.moved, -rel[None])
-    return {"x_in": there.apply(image[None])[0], "back_grid": back.grid[0], "back_warped": back.warped[0]}
+    sample = {"x_in": there.apply(image[None])[0]}
+    if way_back:  # only a generator step's cycle uses it (``SeededBatches(generator_every=)``)
+        back = front.move(there.moved, -rel[None])
+        sample.update(back_grid=back.grid[0], back_warped=back.warped[0])
+    return sample
 
 
 def sampling_identity(size: int) -> torch.Tensor:

@@ -99,6 +99,9 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], step: int, cfg: Train
         # The critic is only a judge here: call it unwrapped (no DDP sync) and without weight gradients.
         nets.raw_critic.requires_grad_(False)
         with autocast():
+            if "x_in" in batch and "back_grid" not in batch:
+                raise FgfemError(f"step {step} updates the generator behind the rig, but its batch holds no "
+                                 "way back for the cycle (the loader's generator_every differs from critic_steps)")
             back = (functools.partial(resample, grid=batch["back_grid"], warped=batch["back_warped"])
                     if "back_grid" in batch else None)
             g_total, g_terms = generator_loss(nets.generator, nets.raw_critic, x, fake, rel, a_t, batch=batch,

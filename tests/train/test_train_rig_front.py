@@ -141,6 +141,34 @@ def test_the_data_loader_makes_the_moves(shipped: Path, real_faces) -> None:  # 
     assert item["back_grid"].shape == (128, 128, 2)
 
 
+def test_only_a_generator_steps_items_make_the_way_back(shipped: Path, real_faces) -> None:  # noqa: ANN001
+    """The cycle's way back is made for the items of a generator step only (1 in ``critic_steps``)."""
+    from fgfem.train.data import FaceDataset, SeededBatches, load_faces
+
+    batches = list(SeededBatches(20, 4, seed=7, epoch=2, generator_every=4))  # steps 10-14
+    assert [{item[2] for item in batch} for batch in batches] == [{False}, {False}, {True}, {False}, {False}]
+    assert [[item[:2] for item in batch] for batch in batches] == list(SeededBatches(20, 4, seed=7, epoch=2))
+    resumed = list(SeededBatches(20, 4, seed=7, epoch=3, start=1, generator_every=4))  # steps 16-19
+    assert [batch[0][2] for batch in resumed] == [True, False, False, False]
+    data, _, _ = real_faces
+    points = crop_landmarks(data, 128)
+    dataset = FaceDataset(load_faces(data).train, 128, landmarks=points, front=RigFront.from_weights(shipped, 128))
+    feeding, judging = dataset[(1, 5, True)], dataset[(1, 5, False)]
+    assert "back_grid" in feeding and "back_grid" not in judging and "back_warped" not in judging
+    assert torch.equal(feeding["x_in"], judging["x_in"])
+
+
+def test_a_run_behind_the_rig_with_critic_steps_updates_the_generator_on_its_steps(
+        shipped: Path, real_faces, tmp_path: Path) -> None:  # noqa: ANN001
+    data, _, _ = real_faces
+    config = TrainConfig(preset="lite", conv_dim=8, critic_dim=8, image_size=64, batch=4, max_steps=3,
+                         critic_steps=2, save_every=3, preview_every=3, rig=str(shipped))
+    train(data, tmp_path / "run", config, show_progress=False, export=False)
+    lines = read_metrics(tmp_path / "run")
+    assert [("g_cyc" in line) for line in lines] == [True, False, True]
+    assert all(np.isfinite(line["d_total"]) for line in lines)
+
+
 def test_previews_behind_the_rig_show_the_rigs_geometry(shipped: Path, real_faces) -> None:  # noqa: ANN001
     """A run behind the rig previews its edits behind the rig: an identity generator then shows the rig's move."""
     from fgfem.train.preview import PREVIEW_EDITS, preview_grid
